@@ -283,7 +283,7 @@ def read_jsonl(stream: BinaryIO, uri: str, source: SourceConfig, config: IngestC
             if not line.strip():
                 continue
             try:
-                decoded = line.decode("utf-8")
+                decoded = line.rstrip(b"\r\n").decode("utf-8")
             except UnicodeDecodeError as e:
                 yield Item(dead=dead_letter(uri, offset, "invalid_utf8", str(e), line, source.name, excerpt))
                 continue

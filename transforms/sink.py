@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.document import ARROW_SCHEMA, DEAD_LETTER, to_arrow_table
+from transforms.document import ARROW_SCHEMA, DEAD_LETTER, DOCUMENT_SPLITS, REJECTED, to_arrow_table
 from transforms.settings import require
 
 STATS_DIR = "_stats"
@@ -265,51 +265,63 @@ def _sorted_counts(rows: list) -> list:
     return sorted([list(row) for row in rows])
 
 
-class WriteSnapshot(beam.PTransform):
-    """Write every split, the dead letters and the index, plus the data-derived counts for the manifest.
+READ_PREFIX = "read/"
+INDEX_PREFIX = "index/"
+CARRIED = "carried_forward"
 
-    ``splits`` maps split name to documents; ``ingest_records`` is a list of PCollections whose element count
-    is the number of records read (documents, ingest rejections and dead letters); ``carried`` counts
-    documents carried forward from the previous snapshot; ``indexes`` maps an index name to
-    ``(records, schema)``.
+
+class WriteSnapshot(beam.PTransform):
+    """Write every split, the dead letters and the indexes, plus the data-derived counts for the manifest.
+
+    Input: one dict of PCollections --
+      ``train``, ``anchor_holdout``, ``rejected``: documents of each split;
+      ``dead_letter``: unreadable records;
+      ``read/<name>``: collections whose element counts add up to the records read (ingest's documents,
+      rejections and dead letters);
+      ``carried_forward`` (optional): documents carried from the previous snapshot;
+      ``index/<name>`` (optional): index records, written with ``index_schemas[name]``.
+    Output: the paths of the two stats files, once written.
     """
 
-    def __init__(self, run_dir: str, config: SinkConfig):
+    def __init__(self, run_dir: str, config: SinkConfig, index_schemas: Optional[dict[str, pa.Schema]] = None):
         super().__init__()
         self.run_dir = run_dir.rstrip("/")
         self.config = config
+        self.index_schemas = index_schemas or {}
 
-    def expand(self, inputs):
-        splits: dict[str, Any] = inputs["splits"]
-        dead = inputs["dead_letters"]
-        pipeline = dead.pipeline
-        infos = []
-        counts = []
-        for split, docs in sorted(splits.items()):
+    def expand(self, inputs: dict[str, beam.PCollection]):
+        pipeline = inputs[DEAD_LETTER].pipeline
+        infos, counts = [], []
+        for split in DOCUMENT_SPLITS:
+            docs = inputs[split]
             counts.append(_tally(docs, f"Split_{split}", "splits", split))
-            if split == "rejected":
+            if split == REJECTED:
                 counts.append(_tally_by(docs, "Rejections", "rejected_by_reason", _rejection_key))
                 if not self.config.write_rejected:
                     continue
             infos.append(docs | f"Write_{split}" >> WriteShards(f"{self.run_dir}/{split}", split, self.config))
+        dead = inputs[DEAD_LETTER]
         counts.append(_tally(dead, "DeadLetters", "splits", DEAD_LETTER))
         counts.append(_tally_by(dead, "DeadLetterReasons", "dead_letter_by_reason", _dead_letter_reason))
         infos.append(dead | "Write_dead_letter" >> WriteShards(
             f"{self.run_dir}/{DEAD_LETTER}", DEAD_LETTER, self.config, fmt="jsonl", schema=None, to_table=None,
             sort_key=dead_letter_sort_key, key_of=_dead_letter_key))
-        for i, pcoll in enumerate(inputs["ingest_records"]):
-            counts.append(_tally(pcoll, f"Ingested{i}", "input", f"ingest_part_{i}"))
-        if inputs.get("carried") is not None:
-            counts.append(_tally(inputs["carried"], "Carried", "input", "carried_forward"))
-        for name, (records, schema) in sorted(inputs.get("indexes", {}).items()):
-            counts.append(_tally(records, f"Index_{name}", "index", name))
-            infos.append(records | f"WriteIndex_{name}" >> WriteShards(
+        for key in sorted(k for k in inputs if k.startswith(READ_PREFIX)):
+            name = key[len(READ_PREFIX):]
+            counts.append(_tally(inputs[key], f"Read_{name}", "input", f"read.{name}"))
+        if CARRIED in inputs:
+            counts.append(_tally(inputs[CARRIED], "Carried", "input", CARRIED))
+        for key in sorted(k for k in inputs if k.startswith(INDEX_PREFIX)):
+            name = key[len(INDEX_PREFIX):]
+            schema = self.index_schemas[name]
+            counts.append(_tally(inputs[key], f"Index_{name}", "index", name))
+            infos.append(inputs[key] | f"WriteIndex_{name}" >> WriteShards(
                 f"{self.run_dir}/index/{name}", f"index/{name}", self.config, schema=schema,
                 to_table=_TableFromPylist(schema), sort_key=index_sort_key))
         stats = f"{self.run_dir}/{STATS_DIR}"
         written_files = (
             infos
-            | "AllFiles" >> beam.Flatten()
+            | "AllFiles" >> beam.Flatten(pipeline=pipeline)
             | "FileList" >> beam.combiners.ToList()
             | "WriteFileList" >> beam.ParDo(_WriteJsonFn(f"{stats}/{FILES_FILE}", _sorted_files))
         )

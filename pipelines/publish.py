@@ -1,0 +1,234 @@
+"""Run lifecycle on the driver: prepare the run directory, then publish it -- manifest first, ``LATEST`` last.
+
+A run directory is complete exactly when its ``manifest.json`` exists. Publishing checks that the counts
+reconcile (every record read is in exactly one output) and that the files hold the rows the pipeline
+counted; a run that fails either check gets no manifest and does not move ``LATEST``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import re
+import sys
+import uuid
+from typing import Any, Optional
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+import transforms
+from transforms.document import ANCHOR_HOLDOUT, DEAD_LETTER, REJECTED, TRAIN
+from transforms.settings import ConfigError
+from transforms.sink import CARRIED, COUNTS_FILE, FILES_FILE, STATS_DIR, SinkConfig, _atomic_write, write_empty_documents_file
+
+MANIFEST = "manifest.json"
+LATEST = "LATEST"
+_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class RunFailed(RuntimeError):
+    """The pipeline finished but the run must not be published."""
+
+
+def default_run_id(now: Optional[dt.datetime] = None) -> str:
+    return (now or dt.datetime.now(dt.timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+
+
+def check_run_id(run_id: str) -> str:
+    if not _RUN_ID_RE.match(run_id):
+        raise ConfigError("--run-id", f"{run_id!r} must be 1-128 characters of letters, digits, '.', '_', '-'")
+    return run_id
+
+
+def join(*parts: str) -> str:
+    return "/".join([parts[0].rstrip("/")] + [p.strip("/") for p in parts[1:]])
+
+
+def read_text(path: str) -> str:
+    with FileSystems.open(path) as f:
+        return f.read().decode("utf-8")
+
+
+def write_text(path: str, text: str) -> None:
+    payload = text.encode("utf-8")
+    _atomic_write(path, lambda stream: stream.write(payload))
+
+
+def check_output_writable(output: str) -> None:
+    """Fail before the pipeline starts if the output location cannot be written."""
+    probe = join(output, f".tailguard-write-check-{uuid.uuid4().hex}")
+    try:
+        with FileSystems.create(probe) as f:
+            f.write(b"ok")
+        FileSystems.delete([probe])
+    except Exception as e:
+        raise ConfigError("--output", f"cannot write to {output!r}: {type(e).__name__}: {e}") from None
+
+
+def check_previous(previous: str) -> dict[str, Any]:
+    """The previous snapshot must be a published run: its manifest says so."""
+    path = join(previous, MANIFEST)
+    if not FileSystems.exists(path):
+        raise ConfigError("--previous", f"{previous!r} is not a published snapshot (no {MANIFEST})")
+    try:
+        return json.loads(read_text(path))
+    except (ValueError, OSError) as e:
+        raise ConfigError("--previous", f"cannot read {path}: {e}") from None
+
+
+def resolve_previous(previous: str) -> str:
+    """``--previous`` may name a snapshot directory or an output root holding ``LATEST``."""
+    latest = join(previous, LATEST)
+    if not FileSystems.exists(join(previous, MANIFEST)) and FileSystems.exists(latest):
+        return join(previous, read_text(latest).strip())
+    return previous
+
+
+def prepare_run_dir(run_dir: str) -> None:
+    """Re-running a run id replaces it: unpublish first (manifest gone), then clear what it left."""
+    manifest = join(run_dir, MANIFEST)
+    if FileSystems.exists(manifest):
+        FileSystems.delete([manifest])
+    leftovers = [m.path for m in FileSystems.match([join(run_dir, "**")])[0].metadata_list]
+    for start in range(0, len(leftovers), 1000):
+        FileSystems.delete(leftovers[start: start + 1000])
+
+
+def stage_counters(result) -> dict[str, dict[str, int]]:
+    """Beam counters grouped by stage (namespace); committed values where the runner has them."""
+    out: dict[str, dict[str, int]] = {}
+    try:
+        counters = result.metrics().query()["counters"]
+    except Exception:  # a runner without metrics support still publishes data-derived counts
+        return out
+    for counter in counters:
+        value = counter.committed if counter.committed is not None else counter.attempted
+        namespace, name = counter.key.metric.namespace, counter.key.metric.name
+        if namespace.startswith("apache_beam") or namespace.startswith("beam"):
+            continue
+        stage = out.setdefault(namespace, {})
+        stage[name] = stage.get(name, 0) + int(value or 0)
+    return {stage: dict(sorted(values.items())) for stage, values in sorted(out.items())}
+
+
+def nest_counts(rows: list[list]) -> dict[str, dict[str, int]]:
+    nested: dict[str, dict[str, int]] = {}
+    for group, key, value in rows:
+        nested.setdefault(group, {})[key] = nested.setdefault(group, {}).get(key, 0) + int(value)
+    return nested
+
+
+def reconcile(counts: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """in = kept + rejected (every reason, duplicates included) + dead letters."""
+    splits = counts.get("splits", {})
+    inputs = counts.get("input", {})
+    read = sum(v for k, v in inputs.items() if k.startswith("read."))
+    carried = inputs.get(CARRIED, 0)
+    outputs = {name: splits.get(name, 0) for name in (TRAIN, ANCHOR_HOLDOUT, REJECTED, DEAD_LETTER)}
+    total_out = sum(outputs.values())
+    rejected_reasons = sum(counts.get("rejected_by_reason", {}).values())
+    dead_reasons = sum(counts.get("dead_letter_by_reason", {}).values())
+    ok = (read + carried == total_out and rejected_reasons == outputs[REJECTED]
+          and dead_reasons == outputs[DEAD_LETTER])
+    return {
+        "records_read": read,
+        "carried_forward": carried,
+        "in": read + carried,
+        "out": outputs,
+        "out_total": total_out,
+        "reconciled": ok,
+        "equation": f"{read} read + {carried} carried = {outputs[TRAIN]} train + {outputs[ANCHOR_HOLDOUT]} "
+                    f"anchor_holdout + {outputs[REJECTED]} rejected + {outputs[DEAD_LETTER]} dead_letter"
+                    f" ({'holds' if ok else 'DOES NOT HOLD'})",
+    }
+
+
+def publish(*, output: str, run_dir: str, run_id: str, sink: SinkConfig, resolved_config: dict[str, Any],
+            config_digest: str, inputs: dict[str, int], previous: Optional[str], counters: dict,
+            started: dt.datetime, finished: dt.datetime, runner: str) -> dict[str, Any]:
+    stats = join(run_dir, STATS_DIR)
+    counts = nest_counts(json.loads(read_text(join(stats, COUNTS_FILE))))
+    files = json.loads(read_text(join(stats, FILES_FILE)))
+    present = {f["split"] for f in files}
+    wanted = [TRAIN, ANCHOR_HOLDOUT] + ([REJECTED] if sink.write_rejected else [])
+    for split in wanted:
+        if split not in present:
+            files.append(write_empty_documents_file(run_dir, split, sink))
+    files.sort(key=lambda f: f["path"])
+
+    balance = reconcile(counts)
+    rows_in_files: dict[str, int] = {}
+    for f in files:
+        rows_in_files[f["split"]] = rows_in_files.get(f["split"], 0) + f["rows"]
+    file_mismatches = {
+        split: {"counted": n, "in_files": rows_in_files.get(split, 0)}
+        for split, n in counts.get("splits", {}).items()
+        if (split != REJECTED or sink.write_rejected) and rows_in_files.get(split, 0) != n
+    }
+    for f in files:
+        f["path"] = f["path"][len(run_dir.rstrip("/")) + 1:] if f["path"].startswith(run_dir) else f["path"]
+
+    manifest = {
+        "run_id": run_id,
+        "status": "complete",
+        "started_at": started.isoformat(),
+        "finished_at": finished.isoformat(),
+        "wall_seconds": round((finished - started).total_seconds(), 3),
+        "runner": runner,
+        "inputs": inputs,
+        "previous": previous,
+        "counts": balance,
+        "rejected_by_reason": counts.get("rejected_by_reason", {}),
+        "dead_letter_by_reason": counts.get("dead_letter_by_reason", {}),
+        "index_rows": counts.get("index", {}),
+        "stage_counters": counters,
+        "files": files,
+        "config": resolved_config,
+        "config_sha256": config_digest,
+        "versions": {
+            "tailguard": transforms.__version__,
+            "apache_beam": beam.__version__,
+            "python": platform.python_version(),
+        },
+    }
+    if not balance["reconciled"] or file_mismatches:
+        manifest["status"] = "failed"
+        manifest["file_row_mismatches"] = file_mismatches
+        write_text(join(stats, "manifest.unpublished.json"), json.dumps(manifest, indent=1, sort_keys=True))
+        problem = balance["equation"] if not balance["reconciled"] else f"file rows differ: {file_mismatches}"
+        raise RunFailed(f"run {run_id} not published: {problem}; details in {stats}/manifest.unpublished.json")
+    write_text(join(run_dir, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False))
+    write_text(join(output, LATEST), run_id + "\n")
+    return manifest
+
+
+def print_summary(manifest: dict[str, Any], run_dir: str, out=sys.stdout) -> None:
+    """Per stage: documents in, out, rejected by reason, busy time, docs/s -- then the balance."""
+    counters = manifest["stage_counters"]
+    header = ("stage", "in", "out", "busy s", "docs/s", "rejected / dead-lettered (reason: n)")
+    rows = []
+    for stage, values in counters.items():
+        if "in" not in values:
+            continue
+        busy = values.get("busy_us", 0) / 1e6
+        reasons = [f"{name}: {n:,}" for name, n in sorted(values.items())
+                   if name.startswith(("rejected.", "dead_letter."))] or ["-"]
+        rate = f"{values['in'] / busy:,.0f}" if busy > 0 else "-"
+        rows.append((stage, f"{values['in']:,}", f"{values.get('kept', 0):,}", f"{busy:.2f}", rate, reasons))
+    widths = [max([len(header[i])] + [len(r[i]) for r in rows]) for i in range(5)]
+    line = lambda cells: "  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(cells))
+    print("", file=out)
+    print(line(header[:5]) + "  " + header[5], file=out)
+    print(line(["-" * w for w in widths]) + "  " + "-" * len(header[5]), file=out)
+    for row in rows:
+        print(line(row[:5]) + "  " + row[5][0], file=out)
+        for reason in row[5][1:]:
+            print(" " * (sum(widths) + 2 * 5) + reason, file=out)
+    balance = manifest["counts"]
+    print("", file=out)
+    print(f"balance: {balance['equation']}", file=out)
+    print(f"wall time: {manifest['wall_seconds']:.1f} s "
+          f"({balance['in'] / max(manifest['wall_seconds'], 1e-9):,.0f} docs/s end to end)", file=out)
+    print(f"snapshot: {run_dir}  (manifest.json written; LATEST -> {manifest['run_id']})", file=out)
