@@ -145,11 +145,21 @@ def reconcile(counts: dict[str, dict[str, int]]) -> dict[str, Any]:
     }
 
 
+def _anchor_shortfall(weights: Optional[dict]) -> Optional[str]:
+    """With ``anchors.enforce``, a train split below the minimum anchor share must not be published."""
+    if not weights or weights.get("anchor_share_met", True) or not weights.get("anchor_enforce"):
+        return None
+    return (f"anchor token share {weights['anchor_token_share']:.4f} < anchors.min_share "
+            f"{weights['anchor_min_share']} even with anchors at max_weight (anchors.enforce is true)")
+
+
 def publish(*, output: str, run_dir: str, run_id: str, sink: SinkConfig, resolved_config: dict[str, Any],
             config_digest: str, inputs: dict[str, int], previous: Optional[str], counters: dict,
             started: dt.datetime, finished: dt.datetime, runner: str) -> dict[str, Any]:
     stats = join(run_dir, STATS_DIR)
     counts = nest_counts(json.loads(read_text(join(stats, COUNTS_FILE))))
+    extra_stats = {name: json.loads(read_text(join(stats, f"{name}.json")))
+                   for name in ("weights",) if FileSystems.exists(join(stats, f"{name}.json"))}
     files = json.loads(read_text(join(stats, FILES_FILE)))
     present = {f["split"] for f in files}
     wanted = [TRAIN, ANCHOR_HOLDOUT] + ([REJECTED] if sink.write_rejected else [])
@@ -162,9 +172,11 @@ def publish(*, output: str, run_dir: str, run_id: str, sink: SinkConfig, resolve
     rows_in_files: dict[str, int] = {}
     for f in files:
         rows_in_files[f["split"]] = rows_in_files.get(f["split"], 0) + f["rows"]
+    expected_rows = dict(counts.get("splits", {}))
+    expected_rows.update(counts.get("rows", {}))  # materialised repeats: files hold more rows than documents
     file_mismatches = {
         split: {"counted": n, "in_files": rows_in_files.get(split, 0)}
-        for split, n in counts.get("splits", {}).items()
+        for split, n in expected_rows.items()
         if (split != REJECTED or sink.write_rejected) and rows_in_files.get(split, 0) != n
     }
     for f in files:
@@ -183,6 +195,7 @@ def publish(*, output: str, run_dir: str, run_id: str, sink: SinkConfig, resolve
         "rejected_by_reason": counts.get("rejected_by_reason", {}),
         "dead_letter_by_reason": counts.get("dead_letter_by_reason", {}),
         "index_rows": counts.get("index", {}),
+        "weights": extra_stats.get("weights"),
         "stage_counters": counters,
         "files": files,
         "config": resolved_config,
@@ -193,11 +206,13 @@ def publish(*, output: str, run_dir: str, run_id: str, sink: SinkConfig, resolve
             "python": platform.python_version(),
         },
     }
-    if not balance["reconciled"] or file_mismatches:
+    shortfall = _anchor_shortfall(manifest["weights"])
+    if not balance["reconciled"] or file_mismatches or shortfall:
         manifest["status"] = "failed"
         manifest["file_row_mismatches"] = file_mismatches
         write_text(join(stats, "manifest.unpublished.json"), json.dumps(manifest, indent=1, sort_keys=True))
-        problem = balance["equation"] if not balance["reconciled"] else f"file rows differ: {file_mismatches}"
+        problem = (balance["equation"] if not balance["reconciled"]
+                   else f"file rows differ: {file_mismatches}" if file_mismatches else shortfall)
         raise RunFailed(f"run {run_id} not published: {problem}; details in {stats}/manifest.unpublished.json")
     write_text(join(run_dir, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False))
     write_text(join(output, LATEST), run_id + "\n")

@@ -179,6 +179,8 @@ class _WriteShardFn(beam.DoFn):
     def process(self, element):
         (shard, count), records = element
         records = sorted(records, key=self.sort_key)
+        if self.fmt == "parquet" and any(r.get("repeats") for r in records):
+            records = [r for r in records for _ in range(r.get("repeats") or 1)]
         name = shard_name(shard, count, "parquet" if self.fmt == "parquet" else "jsonl")
         path = f"{self.directory}/{name}"
         if self.fmt == "parquet":
@@ -238,6 +240,22 @@ def _tally_by(pcoll, label: str, group: str, key_of: Callable):
             | f"Tag{label}" >> beam.MapTuple(lambda key, n: (group, key, n)))
 
 
+def _rows_of(doc: dict[str, Any]) -> int:
+    return doc.get("repeats") or 1
+
+
+def _tally_rows(pcoll, label: str, split: str):
+    """Rows the split's files will hold (documents, or their materialised repeats)."""
+    return (pcoll
+            | f"RowsOf{label}" >> beam.Map(_rows_of)
+            | f"Sum{label}" >> beam.CombineGlobally(sum)
+            | f"Tag{label}" >> beam.Map(lambda n: ("rows", split, n)))
+
+
+def _single(item: Any) -> Any:
+    return item
+
+
 def _rejection_key(doc: dict[str, Any]) -> str:
     return f"{doc.get('rejected_by')}.{doc.get('reject_reason')}"
 
@@ -252,7 +270,7 @@ class _WriteJsonFn(beam.DoFn):
         self.arrange = arrange
 
     def process(self, items):
-        payload = json.dumps(self.arrange(items), sort_keys=True, indent=1).encode("utf-8")
+        payload = json.dumps(self.arrange(items), sort_keys=True, indent=1, default=float).encode("utf-8")
         _atomic_write(self.path, lambda stream: stream.write(payload))
         yield self.path
 
@@ -267,6 +285,7 @@ def _sorted_counts(rows: list) -> list:
 
 READ_PREFIX = "read/"
 INDEX_PREFIX = "index/"
+STATS_PREFIX = "stats/"
 CARRIED = "carried_forward"
 
 
@@ -279,8 +298,9 @@ class WriteSnapshot(beam.PTransform):
       ``read/<name>``: collections whose element counts add up to the records read (ingest's documents,
       rejections and dead letters);
       ``carried_forward`` (optional): documents carried from the previous snapshot;
-      ``index/<name>`` (optional): index records, written with ``index_schemas[name]``.
-    Output: the paths of the two stats files, once written.
+      ``index/<name>`` (optional): index records, written with ``index_schemas[name]``;
+      ``stats/<name>`` (optional): one JSON-able dict, written to ``_stats/<name>.json`` for the manifest.
+    Output: the paths of the stats files, once written.
     """
 
     def __init__(self, run_dir: str, config: SinkConfig, index_schemas: Optional[dict[str, pa.Schema]] = None):
@@ -295,6 +315,7 @@ class WriteSnapshot(beam.PTransform):
         for split in DOCUMENT_SPLITS:
             docs = inputs[split]
             counts.append(_tally(docs, f"Split_{split}", "splits", split))
+            counts.append(_tally_rows(docs, f"Rows_{split}", split))
             if split == REJECTED:
                 counts.append(_tally_by(docs, "Rejections", "rejected_by_reason", _rejection_key))
                 if not self.config.write_rejected:
@@ -319,6 +340,11 @@ class WriteSnapshot(beam.PTransform):
                 f"{self.run_dir}/index/{name}", f"index/{name}", self.config, schema=schema,
                 to_table=_TableFromPylist(schema), sort_key=index_sort_key))
         stats = f"{self.run_dir}/{STATS_DIR}"
+        written = []
+        for key in sorted(k for k in inputs if k.startswith(STATS_PREFIX)):
+            name = key[len(STATS_PREFIX):]
+            written.append(inputs[key] | f"WriteStats_{name}" >> beam.ParDo(
+                _WriteJsonFn(f"{stats}/{name}.json", _single)))
         written_files = (
             infos
             | "AllFiles" >> beam.Flatten(pipeline=pipeline)
@@ -331,7 +357,7 @@ class WriteSnapshot(beam.PTransform):
             | "CountList" >> beam.combiners.ToList()
             | "WriteCounts" >> beam.ParDo(_WriteJsonFn(f"{stats}/{COUNTS_FILE}", _sorted_counts))
         )
-        return (written_files, written_counts) | "StatsWritten" >> beam.Flatten()
+        return [written_files, written_counts, *written] | "StatsWritten" >> beam.Flatten()
 
 
 class _TableFromPylist:

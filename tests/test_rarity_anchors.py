@@ -1,0 +1,192 @@
+"""Rare-content weights, human anchors and weight balancing: pure functions, then the transforms."""
+
+from __future__ import annotations
+
+import statistics
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing.util import assert_that, equal_to
+
+from transforms.anchors import (AnchorEligibility, AnchorsConfig, ReserveHumanAnchors, anchor_eligibility,
+                                cutoff_micros, in_holdout, reserve)
+from transforms.rarity import (RarityConfig, RareContentWeights, cluster_size_weight, fit_content_model, fit_kmeans,
+                               hashed_bag_of_words, share_weight, tail_share, tail_weight)
+from transforms.settings import ConfigError
+from transforms.text import doc_id_for, words
+from transforms.weighting import BalanceWeights, WeightHistogram, repeats_for, solve_weight_scale
+
+YEAR_2000 = cutoff_micros("2000-01-01")
+YEAR_2025 = cutoff_micros("2025-01-01")
+
+
+def test_rarer_groups_and_smaller_clusters_weigh_more():
+    assert share_weight(0.01, 0.3) > share_weight(0.1, 0.3) > share_weight(0.9, 0.3)
+    assert share_weight(0.5, 1.0) == 1.0  # alpha = 1: no reweighting
+    assert cluster_size_weight(1, 0.5) == 1.0 > cluster_size_weight(4, 0.5) == 0.5
+    assert tail_weight(0.4, 0.1, 0.5) > 1.0 > tail_weight(0.0, 0.1, 0.5)
+    assert tail_share(["the", "quux"], frozenset({"the"})) == 0.5 and tail_share([], frozenset()) == 0.0
+
+
+def test_hashed_bag_of_words_is_normalised_and_stable():
+    vector = hashed_bag_of_words(["a", "b", "a"], 64)
+    assert np.isclose(np.linalg.norm(vector), 1.0)
+    assert np.array_equal(vector, hashed_bag_of_words(["b", "a", "a"], 64))
+    assert not hashed_bag_of_words([], 64).any()
+
+
+def test_kmeans_is_seeded_and_separates_clear_topics():
+    cooking = [words(f"boil the pasta with salt and garlic then add basil {i}") for i in range(20)]
+    ships = [words(f"the ship sailed across the harbour with anchor and sails {i}") for i in range(20)]
+    matrix = np.stack([hashed_bag_of_words(t, 256) for t in cooking + ships])
+    first, second = fit_kmeans(matrix, 2, 20, seed=3), fit_kmeans(matrix, 2, 20, seed=3)
+    assert np.array_equal(first, second)
+    labels = np.argmax(matrix @ first.T, axis=1)
+    assert len(set(labels[:20])) == 1 and len(set(labels[20:])) == 1 and labels[0] != labels[20]
+
+
+def test_content_model_does_not_depend_on_arrival_order():
+    sample = [(f"id{i}", words(f"word{i % 7} common text here number {i}")) for i in range(50)]
+    config = RarityConfig()
+    a, b = fit_content_model(sample, config), fit_content_model(list(reversed(sample)), config)
+    assert a.vocabulary == b.vocabulary and np.array_equal(a.centroids, b.centroids)
+
+
+def histogram_of(raw, tokens, anchors):
+    combine = WeightHistogram()
+    acc = combine.create_accumulator()
+    for item in zip(raw, tokens, anchors):
+        acc = combine.add_input(acc, (float(item[0]), float(item[1]), bool(item[2])))
+    return combine.extract_output(acc)
+
+
+@pytest.mark.parametrize("anchor_fraction,min_share", [(0.3, 0.1), (0.03, 0.2), (0.06, 0.4)])
+def test_solved_weights_have_mean_one_within_bounds_and_meet_the_anchor_share(anchor_fraction, min_share):
+    rng = np.random.default_rng(7)
+    raw = np.exp(rng.normal(0, 1.2, 5000))
+    tokens = rng.integers(20, 400, 5000).astype(float)
+    anchors = rng.random(5000) < anchor_fraction
+    solved = solve_weight_scale(histogram_of(raw, tokens, anchors), 0.1, 10.0, min_share)
+    w = np.clip(solved.scale * np.where(anchors, solved.anchor_multiplier, 1.0) * raw, 0.1, 10.0)
+    assert abs(w.mean() - 1.0) < 1e-3
+    share = (w * tokens)[anchors].sum() / (w * tokens).sum()
+    assert solved.reachable and share >= min_share - 1e-3
+    if anchor_fraction == 0.3:
+        assert solved.anchor_multiplier == 1.0  # already above the share: anchors are not touched
+
+
+def test_an_unreachable_anchor_share_is_reported_not_faked():
+    raw = np.ones(1000)
+    anchors = np.arange(1000) < 2  # 2 anchors in 1000: even at max_weight they cannot make 20 %
+    solved = solve_weight_scale(histogram_of(raw, np.full(1000, 100.0), anchors), 0.1, 10.0, 0.2)
+    assert not solved.reachable and solved.predicted_share < 0.2
+
+
+def test_materialized_repeats_are_deterministic_and_unbiased():
+    ids = [doc_id_for(str(i)) for i in range(4000)]
+    assert [repeats_for(i, 2.3) for i in ids[:50]] == [repeats_for(i, 2.3) for i in ids[:50]]
+    assert all(repeats_for(i, 0.1) == 1 for i in ids[:50])  # a kept document never vanishes
+    assert abs(statistics.mean(repeats_for(i, 2.3) for i in ids) - 2.3) < 0.05
+
+
+def doc(i, **extra):
+    text = extra.pop("text", f"document {i} about a subject")
+    base = {"doc_id": doc_id_for(f"{text}#{i}"), "text": text, "source": "s", "source_tags": [],
+            "n_chars": len(text)}
+    base.update(extra)
+    return base
+
+
+def test_anchor_eligibility_rules():
+    config = AnchorsConfig()
+    assert anchor_eligibility(doc(1, source_tags=["verified_human"]), config) == (True,
+                                                                                  "verified_source:verified_human")
+    assert anchor_eligibility(doc(2, source_timestamp=YEAR_2000), config)[1].startswith("before_cutoff")
+    assert anchor_eligibility(doc(3, source_timestamp=YEAR_2025), config) == (False, "no_human_provenance")
+    too_synthetic = doc(4, source_timestamp=YEAR_2000, synthetic_score=0.97, synthetic_reliable=True)
+    assert anchor_eligibility(too_synthetic, config)[0] is False
+    unreliable = doc(5, source_tags=["verified_human"], synthetic_score=0.97, synthetic_reliable=False)
+    assert anchor_eligibility(unreliable, config)[0] is True
+    assert AnchorEligibility(config)(doc(6, source_tags=["verified_human"]))
+    assert not AnchorEligibility(AnchorsConfig(enabled=False))(doc(6, source_tags=["verified_human"]))
+    with pytest.raises(ConfigError, match="cutoff"):
+        AnchorsConfig(cutoff="yesterday").validate()
+
+
+def test_holdout_is_a_stable_hash_fraction_and_carried_documents_keep_their_split():
+    ids = [doc_id_for(str(i)) for i in range(10_000)]
+    chosen = [i for i in ids if in_holdout(i, 0.05)]
+    assert 0.04 < len(chosen) / len(ids) < 0.06
+    assert chosen == [i for i in ids if in_holdout(i, 0.05)]
+    carried = doc(1, split="anchor_holdout", is_anchor=True, anchor_reason="verified_source:verified_human")
+    assert reserve(carried, AnchorsConfig(holdout_fraction=0.0)) == carried
+
+
+def test_reserve_human_anchors_transform_keeps_holdout_out_of_train(beam_pipeline):
+    docs = [doc(i, source_tags=["verified_human"]) for i in range(300)]
+    expected_holdout = sorted(d["doc_id"] for d in docs if in_holdout(d["doc_id"], 0.2))
+    with beam_pipeline() as p:
+        out = p | beam.Create(docs) | ReserveHumanAnchors(AnchorsConfig(holdout_fraction=0.2))
+        assert_that(out.holdout | "HoldoutIds" >> beam.Map(lambda d: d["doc_id"]), equal_to(expected_holdout),
+                    label="holdout")
+        assert_that(out.train | "TrainSplit" >> beam.Map(lambda d: (d["split"], d["is_anchor"])),
+                    equal_to([("train", True)] * (300 - len(expected_holdout))), label="train")
+
+
+def weighted_corpus():
+    english = [doc(i, lang="en", dup_cluster_size=1, text=f"the quick brown fox {i} jumps over the lazy dog")
+               for i in range(60)]
+    welsh = [doc(100 + i, lang="cy", dup_cluster_size=1, text=f"mae'r llwynog brown cyflym {i} yn neidio")
+             for i in range(4)]
+    copied = [doc(200 + i, lang="en", dup_cluster_size=9, text=f"the quick brown fox {i} jumps over the lazy dog")
+              for i in range(6)]
+    anchors = [doc(300 + i, lang="en", dup_cluster_size=1, is_anchor=True,
+                   text=f"the quick brown fox {i} jumps over the lazy dog") for i in range(3)]
+    return english + welsh + copied + anchors
+
+
+def _dump(items, path):
+    import json
+
+    with open(path, "w") as f:
+        json.dump(items, f)
+
+
+def run_weights(beam_pipeline, tmp_path, docs, rarity=RarityConfig(), anchors=AnchorsConfig()):
+    import json
+
+    docs_path, report_path = tmp_path / "docs.json", tmp_path / "report.json"
+    with beam_pipeline() as p:
+        weighted, report = (p | beam.Create(docs) | RareContentWeights(rarity) | BalanceWeights(rarity, anchors))
+        _ = weighted | "All" >> beam.combiners.ToList() | "Keep" >> beam.Map(_dump, str(docs_path))
+        _ = report | "KeepReport" >> beam.Map(_dump, str(report_path))
+    return ({d["doc_id"]: d for d in json.loads(docs_path.read_text())}, json.loads(report_path.read_text()))
+
+
+def test_weights_are_mean_one_bounded_and_favour_rare_languages_and_singletons(beam_pipeline, tmp_path):
+    docs, report = run_weights(beam_pipeline, tmp_path, weighted_corpus())
+    weights = [d["sample_weight"] for d in docs.values()]
+    assert abs(statistics.mean(weights) - 1.0) < 1e-6 and abs(report["mean_weight"] - 1.0) < 1e-6
+    assert all(0.1 <= w <= 10.0 for w in weights)
+    by_lang = lambda lang, size: [d["sample_weight"] for d in docs.values()
+                                  if d["lang"] == lang and d["dup_cluster_size"] == size and not d.get("is_anchor")]
+    assert min(by_lang("cy", 1)) > max(by_lang("en", 1))
+    assert statistics.mean(by_lang("en", 1)) > statistics.mean(by_lang("en", 9))
+    assert report["anchor_share_met"] and report["anchor_token_share"] >= 0.2 - 1e-6
+    assert report["anchor_multiplier"] > 1.0  # 3 anchors in 73 documents had to be upweighted
+    assert set(docs[next(iter(docs))]["rarity_signals"]) >= {"language", "cluster", "topic", "tail", "raw"}
+
+
+def test_weights_are_deterministic_across_runs(beam_pipeline, tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first, _ = run_weights(beam_pipeline, tmp_path / "a", weighted_corpus())
+    second, _ = run_weights(beam_pipeline, tmp_path / "b", list(reversed(weighted_corpus())))
+    assert {k: v["sample_weight"] for k, v in first.items()} == {k: v["sample_weight"] for k, v in second.items()}
+
+
+def test_materialize_sets_repeats(beam_pipeline, tmp_path):
+    docs, _ = run_weights(beam_pipeline, tmp_path, weighted_corpus(), rarity=RarityConfig(materialize=True))
+    assert all(d["repeats"] >= 1 for d in docs.values())
+    assert sum(d["repeats"] for d in docs.values()) >= len(docs)

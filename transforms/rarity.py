@@ -1,0 +1,309 @@
+"""Rare-content upweighting: protect the tails that model collapse erases first.
+
+Every document gets ``rarity_signals`` -- the components below, each switchable -- and a raw weight, their
+product times the synthetic stage's downweight (when that policy is on). ``transforms/weighting.py`` then
+scales the raw weights so the train split's mean is 1, within ``[min_weight, max_weight]``.
+
+Components (p = share of the documents in the same group, over the documents being weighted):
+
+1. language share   w = p_lang ** (alpha - 1)            temperature sampling as in mT5 / XLM-R, alpha = 0.3
+2. cluster size     w = dup_cluster_size ** (-gamma)     content that existed in many copies is common
+3. topic rarity     w = p_topic ** (alpha - 1)           k-means topics over hashed bag-of-words, alpha = 0.7
+4. lexical tail     w = ((t + 0.01) / (mean_t + 0.01)) ** beta
+                    t = share of the document's tokens outside the corpus's `vocabulary_size` most frequent words
+
+The topic model and the vocabulary are fitted inside the pipeline on a hash-chosen sample (``sample_size``
+documents, chosen by ``doc_id``: the same sample every run for the same documents); language and topic shares
+and the mean tail share are ``Combine`` results passed as side inputs -- nothing is collected on the driver.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Sequence
+
+import apache_beam as beam
+import numpy as np
+
+from transforms.exact import ExactMean
+from transforms.settings import require
+from transforms.stage import StageMetrics
+from transforms.text import stable_fraction, words
+
+STAGE = "rarity"
+_SAMPLE_SALT = "rarity-sample"
+_TAIL_SMOOTHING = 0.01
+
+
+@dataclass
+class LanguageShareConfig:
+    enabled: bool = True
+    alpha: float = 0.3
+
+    def validate(self) -> None:
+        require(0 < self.alpha <= 1, "alpha", f"must be in (0, 1], got {self.alpha}")
+
+
+@dataclass
+class ClusterSizeConfig:
+    enabled: bool = True
+    gamma: float = 0.5
+
+    def validate(self) -> None:
+        require(0 <= self.gamma <= 2, "gamma", f"must be in [0, 2], got {self.gamma}")
+
+
+@dataclass
+class TopicConfig:
+    enabled: bool = True
+    alpha: float = 0.7  # milder than languages': topics are noisier groups, and the components multiply
+    clusters: int = 16
+    dimensions: int = 1024
+    iterations: int = 25
+    seed: int = 13
+
+    def validate(self) -> None:
+        require(0 < self.alpha <= 1, "alpha", f"must be in (0, 1], got {self.alpha}")
+        require(2 <= self.clusters <= 1024, "clusters", f"must be in [2, 1024], got {self.clusters}")
+        require(16 <= self.dimensions <= 65536, "dimensions", f"must be in [16, 65536], got {self.dimensions}")
+        require(1 <= self.iterations <= 500, "iterations", f"must be in [1, 500], got {self.iterations}")
+
+
+@dataclass
+class LexicalTailConfig:
+    enabled: bool = True
+    vocabulary_size: int = 20_000
+    beta: float = 0.5
+
+    def validate(self) -> None:
+        require(self.vocabulary_size >= 100, "vocabulary_size", f"must be >= 100, got {self.vocabulary_size}")
+        require(0 <= self.beta <= 2, "beta", f"must be in [0, 2], got {self.beta}")
+
+
+@dataclass
+class RarityConfig:
+    enabled: bool = True
+    language: LanguageShareConfig = field(default_factory=LanguageShareConfig)
+    cluster: ClusterSizeConfig = field(default_factory=ClusterSizeConfig)
+    topic: TopicConfig = field(default_factory=TopicConfig)
+    tail: LexicalTailConfig = field(default_factory=LexicalTailConfig)
+    sample_size: int = 20_000
+    min_weight: float = 0.1
+    max_weight: float = 10.0
+    materialize: bool = False
+
+    def validate(self) -> None:
+        require(self.sample_size >= 100, "sample_size", f"must be >= 100, got {self.sample_size}")
+        require(0 < self.min_weight <= 1, "min_weight", f"must be in (0, 1], got {self.min_weight}")
+        require(1 <= self.max_weight <= 1000, "max_weight", f"must be in [1, 1000], got {self.max_weight}")
+
+
+# --------------------------------------------------------------------------------------------------- pure logic
+
+
+def share_weight(share: float, alpha: float) -> float:
+    """Temperature sampling: a group with share p is sampled in proportion to p**alpha, so each of its
+    documents gets p**alpha / p = p**(alpha - 1)."""
+    return float(max(share, 1e-12) ** (alpha - 1.0))
+
+
+def cluster_size_weight(size: int, gamma: float) -> float:
+    return float(max(int(size or 1), 1) ** (-gamma))
+
+
+def tail_weight(tail_share: float, mean_tail_share: float, beta: float) -> float:
+    return float(((tail_share + _TAIL_SMOOTHING) / (mean_tail_share + _TAIL_SMOOTHING)) ** beta)
+
+
+def tail_share(tokens: Sequence[str], vocabulary: frozenset[str]) -> float:
+    if not tokens:
+        return 0.0
+    return sum(1 for t in tokens if t not in vocabulary) / len(tokens)
+
+
+def _bucket(token: str, dimensions: int) -> int:
+    return int.from_bytes(hashlib.blake2b(token.encode("utf-8", "surrogatepass"), digest_size=4).digest(),
+                          "little") % dimensions
+
+
+def hashed_bag_of_words(tokens: Sequence[str], dimensions: int) -> np.ndarray:
+    """L2-normalised term-count vector in a hashed space (the same token always lands in the same bucket)."""
+    vector = np.zeros(dimensions, dtype=np.float32)
+    for token, count in Counter(tokens).items():
+        vector[_bucket(token, dimensions)] += count
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
+def fit_kmeans(vectors: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
+    """Spherical k-means with k-means++ seeding; seeded, so the same sample gives the same centroids."""
+    n = vectors.shape[0]
+    if n == 0:
+        return np.zeros((1, vectors.shape[1] if vectors.ndim == 2 else 1), dtype=np.float32)
+    k = min(k, n)
+    rng = np.random.default_rng(seed)
+    centroids = [vectors[rng.integers(n)]]
+    closest = 1.0 - vectors @ centroids[0]
+    for _ in range(1, k):
+        weights = np.clip(closest, 0, None) ** 2
+        total = float(weights.sum())
+        index = int(rng.choice(n, p=weights / total)) if total > 0 else int(rng.integers(n))
+        centroids.append(vectors[index])
+        closest = np.minimum(closest, 1.0 - vectors @ vectors[index])
+    centers = np.stack(centroids).astype(np.float32)
+    for _ in range(iterations):
+        assignment = np.argmax(vectors @ centers.T, axis=1)
+        updated = np.zeros_like(centers)
+        np.add.at(updated, assignment, vectors)
+        norms = np.linalg.norm(updated, axis=1, keepdims=True)
+        empty = norms[:, 0] == 0
+        updated[~empty] /= norms[~empty]
+        updated[empty] = centers[empty]
+        if np.allclose(updated, centers, atol=1e-6):
+            centers = updated
+            break
+        centers = updated
+    return centers
+
+
+@dataclass(frozen=True)
+class ContentModel:
+    """What the sample teaches: the frequent vocabulary and the topic centroids."""
+
+    vocabulary: frozenset
+    centroids: Optional[np.ndarray]
+    sample_docs: int
+
+
+def fit_content_model(sample: Iterable[tuple[str, list[str]]], config: RarityConfig) -> ContentModel:
+    ordered = sorted(sample, key=lambda item: item[0])  # by doc_id: independent of arrival order
+    counts: Counter = Counter()
+    for _, tokens in ordered:
+        counts.update(tokens)
+    ranked = sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+    vocabulary = frozenset(word for word, _ in ranked[: config.tail.vocabulary_size])
+    centroids = None
+    if config.topic.enabled:
+        if ordered:
+            matrix = np.stack([hashed_bag_of_words(tokens, config.topic.dimensions) for _, tokens in ordered])
+        else:
+            matrix = np.zeros((0, config.topic.dimensions), dtype=np.float32)
+        centroids = fit_kmeans(matrix, config.topic.clusters, config.topic.iterations, config.topic.seed)
+    return ContentModel(vocabulary, centroids, len(ordered))
+
+
+def nearest_topics(token_lists: Sequence[Sequence[str]], centroids: np.ndarray, dimensions: int) -> list[int]:
+    if not token_lists:
+        return []
+    matrix = np.stack([hashed_bag_of_words(tokens, dimensions) for tokens in token_lists])
+    return [int(i) for i in np.argmax(matrix @ centroids.T, axis=1)]
+
+
+def raw_weight(signals: dict[str, float], config: RarityConfig) -> float:
+    """Product of the enabled components and the synthetic downweight (before scaling to mean 1)."""
+    weight = signals.get("synthetic_downweight", 1.0)
+    for name, section in (("language", config.language), ("cluster", config.cluster), ("topic", config.topic),
+                          ("tail", config.tail)):
+        if section.enabled:
+            weight *= signals[name]
+    return float(weight)
+
+
+def language_of(doc: dict[str, Any]) -> str:
+    return doc.get("lang") or "und"
+
+
+def synthetic_downweight_of(doc: dict[str, Any]) -> float:
+    signals = doc.get("synthetic_signals") or {}
+    return float(signals.get("downweight", 1.0))
+
+
+# --------------------------------------------------------------------------------------------------- Beam wiring
+
+
+def _in_sample(doc: dict[str, Any], fraction: float) -> bool:
+    return stable_fraction(doc["doc_id"], _SAMPLE_SALT) < fraction
+
+
+def _sample_fraction(total: int, sample_size: int) -> float:
+    return 1.0 if total <= sample_size else sample_size / total
+
+
+class _ContentFeaturesFn(beam.DoFn):
+    """Per batch: tokens, lexical-tail share and nearest topic, against the fitted content model."""
+
+    def __init__(self, config: RarityConfig):
+        self.config = config
+
+    def setup(self):
+        self.metrics = StageMetrics(STAGE)
+
+    def process(self, batch: list[dict[str, Any]], model: ContentModel):
+        with self.metrics.timed():
+            token_lists = [words(doc["text"]) for doc in batch]
+            topics = (nearest_topics(token_lists, model.centroids, self.config.topic.dimensions)
+                      if self.config.topic.enabled else [0] * len(batch))
+            out = []
+            for doc, tokens, topic in zip(batch, token_lists, topics):
+                signals = {"tokens": float(len(tokens)), "topic_id": float(topic),
+                           "tail_share": tail_share(tokens, model.vocabulary),
+                           "synthetic_downweight": synthetic_downweight_of(doc)}
+                out.append((doc, signals))
+        self.metrics.saw(len(batch))
+        self.metrics.kept(len(batch))
+        yield from out
+
+
+def _with_weights(item, language_counts: dict, topic_counts: dict, mean_tail: float, total: int,
+                  config: RarityConfig) -> dict[str, Any]:
+    doc, signals = item
+    signals = dict(signals)
+    signals["language"] = share_weight(language_counts.get(language_of(doc), 1) / max(total, 1),
+                                       config.language.alpha)
+    signals["cluster"] = cluster_size_weight(doc.get("dup_cluster_size", 1), config.cluster.gamma)
+    signals["topic"] = share_weight(topic_counts.get(int(signals["topic_id"]), 1) / max(total, 1),
+                                    config.topic.alpha)
+    signals["tail"] = tail_weight(signals["tail_share"], mean_tail, config.tail.beta)
+    signals["raw"] = raw_weight(signals, config)
+    out = dict(doc)
+    out["rarity_signals"] = signals
+    return out
+
+
+class RareContentWeights(beam.PTransform):
+    """Documents in, the same documents out with ``rarity_signals`` (including the raw weight)."""
+
+    def __init__(self, config: RarityConfig):
+        super().__init__()
+        self.config = config
+
+    def expand(self, docs):
+        config = self.config
+        total = docs | "CountDocuments" >> beam.combiners.Count.Globally()
+        fraction = total | "SampleFraction" >> beam.Map(_sample_fraction, config.sample_size)
+        model = (
+            docs
+            | "HashSample" >> beam.Filter(_in_sample, beam.pvalue.AsSingleton(fraction))
+            | "SampleTokens" >> beam.Map(lambda doc: (doc["doc_id"], words(doc["text"])))
+            | "GatherSample" >> beam.combiners.ToList()
+            | "FitContentModel" >> beam.Map(fit_content_model, config)
+        )
+        featured = (
+            docs
+            | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=512)
+            | "ContentFeatures" >> beam.ParDo(_ContentFeaturesFn(config), beam.pvalue.AsSingleton(model))
+        )
+        language_counts = (featured
+                           | "Languages" >> beam.Map(lambda item: language_of(item[0]))
+                           | "CountLanguages" >> beam.combiners.Count.PerElement())
+        topic_counts = (featured
+                        | "Topics" >> beam.Map(lambda item: int(item[1]["topic_id"]))
+                        | "CountTopics" >> beam.combiners.Count.PerElement())
+        mean_tail = (featured
+                     | "TailShares" >> beam.Map(lambda item: item[1]["tail_share"])
+                     | "MeanTailShare" >> beam.CombineGlobally(ExactMean()))
+        return featured | "ApplyWeights" >> beam.Map(
+            _with_weights, beam.pvalue.AsDict(language_counts), beam.pvalue.AsDict(topic_counts),
+            beam.pvalue.AsSingleton(mean_tail), beam.pvalue.AsSingleton(total), config)

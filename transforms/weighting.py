@@ -1,0 +1,298 @@
+"""Final training weights: mean 1 on the train split, inside the configured bounds, anchors at their share.
+
+Given each train document's raw rarity weight ``r`` (``rarity_signals.raw``), its token count ``n`` and whether
+it is an anchor, the weight is
+
+    w = clip(c * k_anchor * r, min_weight, max_weight) / M
+
+* ``c`` scales everything so the mean weight is 1;
+* ``k`` (>= 1, anchors only) is the smallest multiplier that brings the anchors' weighted token share,
+  ``sum(w n | anchor) / sum(w n)``, to ``anchors.min_share``; if even anchors at ``max_weight`` cannot reach
+  it, the largest reachable share is used and the shortfall reported (and the run fails with
+  ``anchors.enforce``);
+* ``c`` and ``k`` are solved on a mergeable log-histogram of ``r`` (``_HIST_BINS`` bins per group, combined
+  across workers -- no document list on one worker), then one exact pass measures the realised mean ``M`` of
+  the clipped weights and divides it out, so the mean is 1 up to the few documents whose clipping that
+  division touches (the manifest reports the realised mean and share exactly).
+
+With ``rarity.materialize``, each document also gets ``repeats``: floor(w), plus one more when a hash of its
+id falls below the fractional part -- deterministic, expected value w, at least 1 so no kept document vanishes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+import numpy as np
+
+from transforms.anchors import AnchorsConfig
+from transforms.exact import ExactMean, from_fixed, to_fixed
+from transforms.rarity import RarityConfig
+from transforms.text import stable_fraction
+
+_LOG2_MIN, _LOG2_MAX, _HIST_BINS = -60.0, 60.0, 24_000
+_REPEAT_SALT = "materialize-repeats"
+
+
+class WeightScale(NamedTuple):
+    scale: float
+    anchor_multiplier: float
+    predicted_share: float
+    reachable: bool
+
+
+# --------------------------------------------------------------------------------------------------- pure logic
+
+
+def _bin_of(r: float) -> int:
+    position = (math.log2(max(r, 2.0 ** _LOG2_MIN)) - _LOG2_MIN) / (_LOG2_MAX - _LOG2_MIN) * _HIST_BINS
+    return min(max(int(position), 0), _HIST_BINS - 1)
+
+
+def _bin_edges() -> tuple[np.ndarray, np.ndarray]:
+    edges = 2.0 ** np.linspace(_LOG2_MIN, _LOG2_MAX, _HIST_BINS + 1)
+    return edges[:-1], edges[1:]
+
+
+class WeightHistogram(beam.CombineFn):
+    """Per group (0 = not anchor, 1 = anchor) and occupied bin: count, sum r, sum n, sum r*n.
+
+    Sums are exact fixed-point integers (``transforms.exact``), so the histogram -- and the scale solved from
+    it -- is the same whatever order workers merge in. Output: a ``(2, 4, _HIST_BINS)`` float array.
+    """
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, item):
+        r, n, is_anchor = item
+        key = (1 if is_anchor else 0, _bin_of(r))
+        count, sum_r, sum_n, sum_rn = acc.get(key, (0, 0, 0, 0))
+        acc[key] = (count + 1, sum_r + to_fixed(r), sum_n + to_fixed(n), sum_rn + to_fixed(r * n))
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        total: dict = {}
+        for acc in accumulators:
+            for key, values in acc.items():
+                current = total.get(key)
+                total[key] = values if current is None else tuple(a + b for a, b in zip(current, values))
+        return total
+
+    def extract_output(self, acc):
+        histogram = np.zeros((2, 4, _HIST_BINS), dtype=np.float64)
+        for (group, b), (count, sum_r, sum_n, sum_rn) in acc.items():
+            histogram[group, :, b] = (count, from_fixed(sum_r), from_fixed(sum_n), from_fixed(sum_rn))
+        return histogram
+
+
+class _Occupied(NamedTuple):
+    """One group's non-empty histogram bins: what the solver evaluates thousands of times."""
+
+    n_docs: np.ndarray
+    sum_r: np.ndarray
+    sum_n: np.ndarray
+    sum_rn: np.ndarray
+    low_edge: np.ndarray
+    high_edge: np.ndarray
+
+
+def _occupied(histogram: np.ndarray) -> tuple[_Occupied, _Occupied]:
+    low_edge, high_edge = _bin_edges()
+    groups = []
+    for group in (0, 1):
+        mask = histogram[group, 0] > 0
+        n_docs, sum_r, sum_n, sum_rn = (histogram[group, i][mask] for i in range(4))
+        groups.append(_Occupied(n_docs, sum_r, sum_n, sum_rn, low_edge[mask], high_edge[mask]))
+    return groups[0], groups[1]
+
+
+def evaluate(groups: tuple[_Occupied, _Occupied], scale: float, anchor_multiplier: float, lo: float, hi: float
+             ) -> tuple[float, float, float]:
+    """``(mean weight, anchor token share, documents)`` for a scale and anchor multiplier.
+
+    Exact for every bin wholly inside or outside the clip range; a bin straddling a bound (width 0.35 %)
+    is treated as if all its documents had the bin's mean raw weight.
+    """
+    total_w = total_wn = anchor_wn = count = 0.0
+    for group, mult in ((groups[0], scale), (groups[1], scale * anchor_multiplier)):
+        if group.n_docs.size == 0:
+            continue
+        clipped = np.clip(mult * group.sum_r / group.n_docs, lo, hi)
+        inside = (mult * group.low_edge >= lo) & (mult * group.high_edge <= hi)
+        total_w += float(np.where(inside, mult * group.sum_r, clipped * group.n_docs).sum())
+        group_wn = float(np.where(inside, mult * group.sum_rn, clipped * group.sum_n).sum())
+        total_wn += group_wn
+        if group is groups[1]:
+            anchor_wn = group_wn
+        count += float(group.n_docs.sum())
+    if count == 0:
+        return 1.0, 0.0, 0.0
+    return total_w / count, (anchor_wn / total_wn if total_wn > 0 else 0.0), count
+
+
+def _scale_for_mean_one(groups, anchor_multiplier: float, lo: float, hi: float) -> float:
+    low, high = -80.0, 80.0  # log2 of the scale
+    for _ in range(64):
+        mid = (low + high) / 2
+        if evaluate(groups, 2.0 ** mid, anchor_multiplier, lo, hi)[0] < 1.0:
+            low = mid
+        else:
+            high = mid
+    return 2.0 ** ((low + high) / 2)
+
+
+def solve_weight_scale(histogram: np.ndarray, lo: float, hi: float, min_share: float) -> WeightScale:
+    """Smallest anchor multiplier reaching ``min_share`` (mean weight 1 throughout), or the best reachable."""
+    groups = _occupied(histogram)
+
+    def share_at(multiplier: float) -> tuple[float, float]:
+        scale = _scale_for_mean_one(groups, multiplier, lo, hi)
+        return scale, evaluate(groups, scale, multiplier, lo, hi)[1]
+
+    scale, share = share_at(1.0)
+    if share >= min_share or groups[1].n_docs.size == 0:
+        return WeightScale(scale, 1.0, share, share >= min_share)
+    top = math.log2(hi / lo) + 1.0  # beyond this every anchor is at max_weight and every other at min_weight
+    best_scale, best_share = share_at(2.0 ** top)
+    if best_share < min_share:
+        return WeightScale(best_scale, 2.0 ** top, best_share, False)
+    low, high = 0.0, top
+    for _ in range(40):
+        mid = (low + high) / 2
+        if share_at(2.0 ** mid)[1] >= min_share:
+            high = mid
+        else:
+            low = mid
+    scale, share = share_at(2.0 ** high)
+    return WeightScale(scale, 2.0 ** high, share, True)
+
+
+def clipped_weight(doc: dict[str, Any], solved: WeightScale, lo: float, hi: float) -> float:
+    multiplier = solved.anchor_multiplier if doc.get("is_anchor") else 1.0
+    return float(min(max(solved.scale * multiplier * doc["rarity_signals"]["raw"], lo), hi))
+
+
+def final_weight(doc: dict[str, Any], solved: WeightScale, realised_mean: float, lo: float, hi: float) -> float:
+    return float(min(max(clipped_weight(doc, solved, lo, hi) / (realised_mean or 1.0), lo), hi))
+
+
+def repeats_for(doc_id: str, weight: float) -> int:
+    whole = math.floor(weight)
+    extra = 1 if stable_fraction(doc_id, _REPEAT_SALT) < weight - whole else 0
+    return max(1, whole + extra)
+
+
+def tokens_of(doc: dict[str, Any]) -> float:
+    return float(doc["rarity_signals"].get("tokens", 0.0))
+
+
+# --------------------------------------------------------------------------------------------------- Beam wiring
+
+
+def _histogram_item(doc: dict[str, Any]):
+    return doc["rarity_signals"]["raw"], tokens_of(doc), bool(doc.get("is_anchor"))
+
+
+def _weighted(doc: dict[str, Any], solved: WeightScale, realised_mean: float, rarity: RarityConfig
+              ) -> dict[str, Any]:
+    out = dict(doc)
+    weight = final_weight(doc, solved, realised_mean, rarity.min_weight, rarity.max_weight)
+    out["sample_weight"] = weight
+    if rarity.materialize:
+        out["repeats"] = repeats_for(doc["doc_id"], weight)
+    return out
+
+
+class _WeightStats(beam.CombineFn):
+    """Exact realised figures for the manifest: mean weight, anchor token share, weight by source."""
+
+    def create_accumulator(self):
+        return {"docs": 0, "weight": 0, "wn": 0, "anchor_wn": 0, "anchors": 0, "by_source": {}}
+
+    def add_input(self, acc, doc):
+        w, wn = to_fixed(doc["sample_weight"]), to_fixed(doc["sample_weight"] * tokens_of(doc))
+        acc["docs"] += 1
+        acc["weight"] += w
+        acc["wn"] += wn
+        if doc.get("is_anchor"):
+            acc["anchor_wn"] += wn
+            acc["anchors"] += 1
+        source = doc.get("source") or "?"
+        acc["by_source"][source] = acc["by_source"].get(source, 0) + w
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        total = self.create_accumulator()
+        for acc in accumulators:
+            for key in ("docs", "weight", "wn", "anchor_wn", "anchors"):
+                total[key] += acc[key]
+            for source, w in acc["by_source"].items():
+                total["by_source"][source] = total["by_source"].get(source, 0) + w
+        return total
+
+    def extract_output(self, acc):
+        out = dict(acc)
+        for key in ("weight", "wn", "anchor_wn"):
+            out[key] = from_fixed(acc[key])
+        out["by_source"] = {source: from_fixed(w) for source, w in acc["by_source"].items()}
+        return out
+
+
+def _weights_report(stats: dict, quantiles: list, solved: WeightScale, rarity: RarityConfig,
+                    anchors: AnchorsConfig) -> dict[str, Any]:
+    docs = stats["docs"]
+    share = stats["anchor_wn"] / stats["wn"] if stats["wn"] > 0 else 0.0
+    top = sorted(stats["by_source"].items(), key=lambda item: (-item[1], item[0]))[:10]
+    return {
+        "train_documents": docs,
+        "train_anchors": stats["anchors"],
+        "mean_weight": stats["weight"] / docs if docs else None,
+        "weight_quantiles": {f"p{int(round(100 * i / (len(quantiles) - 1)))}": q
+                             for i, q in enumerate(quantiles)} if len(quantiles) > 1 else {},
+        "min_weight": rarity.min_weight,
+        "max_weight": rarity.max_weight,
+        "anchor_token_share": share,
+        "anchor_min_share": anchors.min_share,
+        "anchor_multiplier": solved.anchor_multiplier,
+        "anchor_share_met": share >= anchors.min_share - 1e-6,
+        "anchor_share_shortfall": max(0.0, anchors.min_share - share),
+        "anchor_enforce": anchors.enforce,
+        "top_sources_by_weight": [{"source": s, "weight": w} for s, w in top],
+    }
+
+
+class BalanceWeights(beam.PTransform):
+    """Train documents with raw weights in; out: ``(documents with sample_weight, one weights-report dict)``."""
+
+    def __init__(self, rarity: RarityConfig, anchors: AnchorsConfig):
+        super().__init__()
+        self.rarity = rarity
+        self.anchors = anchors
+
+    def expand(self, train):
+        lo, hi = self.rarity.min_weight, self.rarity.max_weight
+        min_share = self.anchors.min_share if self.anchors.enabled else 0.0
+        solved = (
+            train
+            | "HistogramItems" >> beam.Map(_histogram_item)
+            | "WeightHistogram" >> beam.CombineGlobally(WeightHistogram())
+            | "SolveScale" >> beam.Map(solve_weight_scale, lo, hi, min_share)
+        )
+        realised_mean = (
+            train
+            | "ClippedWeights" >> beam.Map(clipped_weight, beam.pvalue.AsSingleton(solved), lo, hi)
+            | "RealisedMean" >> beam.CombineGlobally(ExactMean())
+        )
+        weighted = train | "FinalWeights" >> beam.Map(
+            _weighted, beam.pvalue.AsSingleton(solved), beam.pvalue.AsSingleton(realised_mean), self.rarity)
+        stats = weighted | "WeightStats" >> beam.CombineGlobally(_WeightStats())
+        quantiles = (weighted
+                     | "Weights" >> beam.Map(lambda doc: doc["sample_weight"])
+                     | "Quantiles" >> beam.ApproximateQuantiles.Globally(11))
+        report = stats | "Report" >> beam.Map(
+            _weights_report, beam.pvalue.AsSingleton(quantiles), beam.pvalue.AsSingleton(solved), self.rarity,
+            self.anchors)
+        return weighted, report
