@@ -34,7 +34,7 @@ class AnchorsConfig:
     enabled: bool = True
     verified_tags: list[str] = field(default_factory=lambda: ["verified_human"])
     cutoff: str = "2022-11-30"
-    max_synthetic_score: float = 0.5
+    max_synthetic_score: float = 0.9
     holdout_fraction: float = 0.05
     min_share: float = 0.2
     enforce: bool = False

@@ -1,0 +1,222 @@
+"""``tailguard`` command line: ``run`` the curation pipeline, and the helper commands.
+
+Options this parser does not know are Beam pipeline options and pass through unchanged
+(``--runner``, ``--direct_running_mode``, ``--direct_num_workers``, ``--temp_location``, ``--project``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from typing import Optional, Sequence
+
+import yaml
+
+from transforms.settings import ConfigError
+
+STAGE_ORDER = ("ingest", "langid", "synthetic", "dedup", "rarity", "anchors")
+LOCAL_RUNNERS = {None, "DirectRunner", "direct", "FnApiRunner"}
+
+RUN_EPILOG = """\
+Beam pipeline options not listed above pass through unchanged, e.g.
+  --runner DirectRunner|DataflowRunner|FlinkRunner|PortableRunner
+  --direct_running_mode in_memory|multi_processing   (never multi_threading: it loses elements with Reshuffle)
+  --direct_num_workers 2   --temp_location gs://bucket/tmp   --project P --region R
+
+The DirectRunner (default) runs on Beam's FnApiRunner directly: Beam 2.77's DirectRunner would first try to
+download the Prism runner binary. Pass --runner PrismRunner to use Prism deliberately.
+
+Examples:
+  tailguard run --input 'data/*.jsonl.gz' --output out/ --config curate.yaml
+  tailguard run --input 'gs://b/crawl/2026-11-20/*.parquet' --output gs://b/snapshots \\
+      --previous gs://b/snapshots --set dedup.threshold=0.85 --runner DataflowRunner ...
+"""
+
+
+def _run_parser(sub) -> argparse.ArgumentParser:
+    run = sub.add_parser(
+        "run", help="curate inputs into a published snapshot", allow_abbrev=False, epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Ingest -> language ID -> synthetic scoring -> near-dedup -> sharded Parquet snapshot "
+                    "<output>/<run-id>/ with manifest.json; <output>/LATEST names the last complete run.")
+    run.add_argument("--input", action="append", required=True, metavar="PATTERN",
+                     help="file glob, local or gs:// (repeatable); formats by extension: .jsonl, .jsonl.gz, "
+                          ".jsonl.zst, .parquet, .txt (one document per file)")
+    run.add_argument("--output", required=True, metavar="DIR",
+                     help="output root (local or gs://); the run is written to DIR/RUN_ID/")
+    run.add_argument("--config", metavar="FILE", help="YAML config (every key has a default)")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                     help="override one config key, value parsed as YAML, e.g. --set langid.min_score=0.5 "
+                          "--set 'langid.languages=[en, fr]' (repeatable)")
+    run.add_argument("--run-id", metavar="ID",
+                     help="name of this run's directory (default: UTC time, e.g. 20261120T031500Z); "
+                          "re-using an id replaces that run")
+    run.add_argument("--previous", metavar="SNAPSHOT_DIR",
+                     help="previous published snapshot (or an output root with LATEST): its documents are "
+                          "carried forward and new documents are deduplicated against it")
+    run.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return run
+
+
+def _config_parser(sub) -> argparse.ArgumentParser:
+    cfg = sub.add_parser("config", help="print the resolved config (defaults + file + --set) and its hash",
+                         allow_abbrev=False)
+    cfg.add_argument("--config", metavar="FILE")
+    cfg.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
+    return cfg
+
+
+def _train_detector_parser(sub) -> argparse.ArgumentParser:
+    from pipelines import train_detector
+
+    parser = sub.add_parser("train-detector", help="train the synthetic-text detector reproducibly",
+                            allow_abbrev=False)
+    train_detector.add_arguments(parser)
+    return parser
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tailguard", allow_abbrev=False,
+                                     description="Curate LLM training sets that resist model collapse.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _run_parser(sub)
+    _config_parser(sub)
+    _train_detector_parser(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = make_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    if args.command != "run" and beam_args:
+        parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
+    try:
+        if args.command == "run":
+            return run_command(args, beam_args)
+        if args.command == "config":
+            return config_command(args)
+        from pipelines import train_detector
+
+        return train_detector.main(args)
+    except ConfigError as e:
+        print(f"tailguard: error: {e}", file=sys.stderr)
+        return 2
+
+
+def config_command(args) -> int:
+    from pipelines.config import config_hash, config_to_dict, load_config
+
+    config = load_config(args.config, args.overrides)
+    print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
+    print(f"# sha256: {config_hash(config)}")
+    return 0
+
+
+def pipeline_options(beam_args: list[str]):
+    from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+
+    options = PipelineOptions(beam_args)
+    runner = options.view_as(StandardOptions).runner
+    if runner == "DataflowRunner":
+        setup = options.view_as(SetupOptions)
+        if not (setup.setup_file or setup.requirements_file or setup.sdk_location != "default"
+                or options.get_all_options().get("sdk_container_image")):
+            # Workers need this package; staging setup.py installs it (and its pinned deps) on each worker.
+            candidate = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
+            if os.path.exists(candidate):
+                setup.setup_file = candidate
+    return options, runner
+
+
+def local_runner(options):
+    """What Beam's DirectRunner falls back to for batch pipelines, minus the Prism download attempt."""
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return fn_runner.FnApiRunner(provision_info=provision)
+
+
+def run_command(args, beam_args: list[str]) -> int:
+    import apache_beam as beam
+
+    from pipelines import publish
+    from pipelines.config import config_hash, config_to_dict, load_config
+    from pipelines.curate import RunPaths, build_pipeline
+    from transforms.ingest import check_inputs
+
+    logging.basicConfig(level=getattr(logging, args.log_level), format="%(levelname)s %(name)s: %(message)s")
+    mode = next((a.split("=", 1)[1] for a in beam_args if a.startswith("--direct_running_mode=")), None)
+    if mode is None and "--direct_running_mode" in beam_args:
+        i = beam_args.index("--direct_running_mode")
+        mode = beam_args[i + 1] if i + 1 < len(beam_args) else None
+    if mode == "multi_threading":
+        raise ConfigError("--direct_running_mode", "multi_threading loses elements when the pipeline contains a "
+                                                   "Reshuffle (Beam 2.77); use in_memory or multi_processing")
+
+    # Everything that can be wrong is checked before a pipeline exists.
+    config = load_config(args.config, args.overrides)
+    _check_stage_resources(config)
+    inputs = check_inputs(args.input)
+    run_id = publish.check_run_id(args.run_id or publish.default_run_id())
+    publish.check_output_writable(args.output)
+    previous = None
+    if args.previous:
+        previous = publish.resolve_previous(args.previous)
+        publish.check_previous(previous)
+    options, runner_name = pipeline_options(beam_args)
+    run_dir = publish.join(args.output, run_id)
+    paths = RunPaths(run_id=run_id, run_dir=run_dir, previous_dir=previous)
+
+    publish.prepare_run_dir(run_dir)
+    started = dt.datetime.now(dt.timezone.utc)
+    runner = local_runner(options) if runner_name in LOCAL_RUNNERS else None
+    pipeline = beam.Pipeline(runner=runner, options=options)
+    build_pipeline(pipeline, config, sorted(inputs), paths)
+    result = pipeline.run()
+    result.wait_until_finish()
+    finished = dt.datetime.now(dt.timezone.utc)
+    state = str(getattr(result, "state", "DONE"))
+    if "DONE" not in state.upper():
+        print(f"tailguard: error: pipeline ended in state {state}; run {run_id} not published", file=sys.stderr)
+        return 1
+    counters = publish.stage_counters(result)
+    ordered = {s: counters[s] for s in STAGE_ORDER if s in counters}
+    ordered.update({s: v for s, v in counters.items() if s not in ordered})
+    try:
+        manifest = publish.publish(
+            output=args.output, run_dir=run_dir, run_id=run_id, sink=config.sink,
+            resolved_config=config_to_dict(config), config_digest=config_hash(config), inputs=inputs,
+            previous=previous, counters=ordered, started=started, finished=finished,
+            runner=runner_name or "DirectRunner")
+    except publish.RunFailed as e:
+        print(f"tailguard: error: {e}", file=sys.stderr)
+        return 1
+    publish.print_summary(manifest, run_dir)
+    return 0
+
+
+def _check_stage_resources(config) -> None:
+    """Models and other files a stage needs must exist and load before the pipeline is built."""
+    if config.langid.enabled:
+        from transforms.langid import check_model
+
+        check_model(config.langid)
+    if config.synthetic.enabled:
+        from transforms.synthetic import check_models
+
+        check_models(config.synthetic)
+
+
+def console_main() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()
