@@ -71,6 +71,23 @@ def test_demo_provenance_is_carried_to_every_row(demo_run):
     assert all(r["source_timestamp"].year <= 2017 and "verified_human" in r["source_tags"] for r in inaugural)
 
 
+def test_demo_dated_and_verified_human_text_becomes_anchors_and_machine_text_does_not(demo_run):
+    docs = rows(demo_run, "train") + rows(demo_run, "anchor_holdout")
+    by_source = {}
+    for row in docs:
+        by_source.setdefault(row["source"], []).append(row)
+    assert all(r["is_anchor"] for r in by_source["inaugural"])
+    assert all(r["is_anchor"] and r["anchor_reason"].startswith("verified_source") for r in by_source["gutenberg"])
+    crawl = (EXAMPLES / "corpus" / "web_crawl_2025.jsonl.gz")
+    machine_offsets = {i for i, line in enumerate(gzip.open(crawl, "rt")) if json.loads(line)["label"] == "machine"}
+    machine = [r for r in by_source["web_crawl_2025"] if r["source_offset"] in machine_offsets]
+    assert machine and not any(r["is_anchor"] for r in machine)
+    train = rows(demo_run, "train")
+    assert abs(sum(r["sample_weight"] for r in train) / len(train) - 1.0) < 1e-6
+    holdout_ids = {r["doc_id"] for r in rows(demo_run, "anchor_holdout")}
+    assert holdout_ids and not holdout_ids & {r["doc_id"] for r in train}
+
+
 def test_every_record_of_the_malformed_file_is_accounted_for_exactly_once(demo_run):
     uri = str(EXAMPLES / "corpus" / "malformed.jsonl")
     lines = (EXAMPLES / "corpus" / "malformed.jsonl").read_bytes().split(b"\n")
