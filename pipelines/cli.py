@@ -18,7 +18,7 @@ import yaml
 
 from transforms.settings import ConfigError
 
-STAGE_ORDER = ("ingest", "langid", "synthetic", "dedup", "rarity", "anchors")
+STAGE_ORDER = ("ingest", "langid", "synthetic", "dedup", "anchors", "rarity")
 LOCAL_RUNNERS = {None, "DirectRunner", "direct", "FnApiRunner"}
 
 RUN_EPILOG = """\

@@ -244,6 +244,16 @@ def print_summary(manifest: dict[str, Any], run_dir: str, out=sys.stdout) -> Non
     balance = manifest["counts"]
     print("", file=out)
     print(f"balance: {balance['equation']}", file=out)
+    weights = manifest.get("weights")
+    if weights and weights.get("train_documents"):
+        quantiles = weights.get("weight_quantiles", {})
+        met = "met" if weights["anchor_share_met"] else f"SHORT by {weights['anchor_share_shortfall']:.3f}"
+        print(f"anchors: {weights['train_anchors']:,} in train, {balance['out'][ANCHOR_HOLDOUT]:,} held out; "
+              f"anchor token share {weights['anchor_token_share']:.3f} (min {weights['anchor_min_share']}: {met}, "
+              f"anchor multiplier {weights['anchor_multiplier']:.2f})", file=out)
+        print(f"weights: mean {weights['mean_weight']:.4f}, p10 {quantiles.get('p10', float('nan')):.3g}, "
+              f"median {quantiles.get('p50', float('nan')):.3g}, p90 {quantiles.get('p90', float('nan')):.3g}, "
+              f"in [{weights['min_weight']}, {weights['max_weight']}]", file=out)
     print(f"wall time: {manifest['wall_seconds']:.1f} s "
           f"({balance['in'] / max(manifest['wall_seconds'], 1e-9):,.0f} docs/s end to end)", file=out)
     print(f"snapshot: {run_dir}  (manifest.json written; LATEST -> {manifest['run_id']})", file=out)
