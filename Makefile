@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,16 @@ demo: install
 	    --run-id demo
 	@echo "output: $(DEMO_OUT)/demo  (manifest: $(DEMO_OUT)/demo/manifest.json)"
 
-test: install
+test: install chromium
 	$(BIN)/python -m pytest -n 2 tests
+
+# The report test opens report.html in headless Chromium. Installed from Debian when missing and running as
+# root; otherwise that one test skips, saying why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium is not installed and this is not root with apt-get: the report's browser test will skip"; fi
 
 bench: install
 	$(BIN)/python benchmarks/throughput.py

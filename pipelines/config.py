@@ -18,6 +18,7 @@ import yaml
 
 from transforms.anchors import AnchorsConfig
 from transforms.dedup import DedupConfig
+from transforms.diversity import ReportConfig
 from transforms.ingest import IngestConfig
 from transforms.langid import LanguageIdConfig
 from transforms.rarity import RarityConfig
@@ -37,6 +38,7 @@ class CurateConfig:
     rarity: RarityConfig = field(default_factory=RarityConfig)
     anchors: AnchorsConfig = field(default_factory=AnchorsConfig)
     sink: SinkConfig = field(default_factory=SinkConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def validate(self) -> None:
         if self.anchors.enabled and self.anchors.min_share > 0 and not self.rarity.enabled:

@@ -155,7 +155,8 @@ def _anchor_shortfall(weights: Optional[dict]) -> Optional[str]:
 
 def publish(*, output: str, run_dir: str, run_id: str, sink: SinkConfig, resolved_config: dict[str, Any],
             config_digest: str, inputs: dict[str, int], previous: Optional[str], counters: dict,
-            started: dt.datetime, finished: dt.datetime, runner: str) -> dict[str, Any]:
+            started: dt.datetime, finished: dt.datetime, runner: str,
+            report: Optional[str] = None) -> dict[str, Any]:
     stats = join(run_dir, STATS_DIR)
     counts = nest_counts(json.loads(read_text(join(stats, COUNTS_FILE))))
     extra_stats = {name: json.loads(read_text(join(stats, f"{name}.json")))
@@ -196,6 +197,8 @@ def publish(*, output: str, run_dir: str, run_id: str, sink: SinkConfig, resolve
         "dead_letter_by_reason": counts.get("dead_letter_by_reason", {}),
         "index_rows": counts.get("index", {}),
         "weights": extra_stats.get("weights"),
+        # Written right after this manifest (the report reads the published snapshot and its history).
+        "report": report,
         "stage_counters": counters,
         "files": files,
         "config": resolved_config,
