@@ -33,6 +33,13 @@ EXTRAS = {
         "duckdb>=1.0,<3",
         "gcp-storage-emulator>=2024.8",
     ],
+    # The nightly DAG (deploy/airflow): co-installs with apache-beam 2.77 in one venv (pip check clean); the
+    # Beam provider imports the Google provider even for the DirectRunner.
+    "airflow": [
+        "apache-airflow>=3.1,<4",
+        "apache-airflow-providers-apache-beam>=6.1,<7",
+        "apache-airflow-providers-google>=20,<23",
+    ],
 }
 
 setup(

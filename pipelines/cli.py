@@ -20,6 +20,9 @@ from transforms.settings import ConfigError
 
 STAGE_ORDER = ("ingest", "langid", "synthetic", "dedup", "anchors", "rarity")
 LOCAL_RUNNERS = {None, "DirectRunner", "direct", "FnApiRunner"}
+# Worker defaults for Dataflow, used only where the user gave no value.
+DATAFLOW_DEFAULTS = {"machine_type": "n2-standard-4", "autoscaling_algorithm": "THROUGHPUT_BASED",
+                     "max_num_workers": 50}
 
 RUN_EPILOG = """\
 Beam pipeline options not listed above pass through unchanged, e.g.
@@ -135,7 +138,7 @@ def config_command(args) -> int:
 
 
 def pipeline_options(beam_args: list[str]):
-    from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+    from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, WorkerOptions
 
     options = PipelineOptions(beam_args)
     runner = options.view_as(StandardOptions).runner
@@ -147,6 +150,10 @@ def pipeline_options(beam_args: list[str]):
             candidate = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
             if os.path.exists(candidate):
                 setup.setup_file = candidate
+        worker = options.view_as(WorkerOptions)
+        for name, value in DATAFLOW_DEFAULTS.items():
+            if not getattr(worker, name):
+                setattr(worker, name, value)
     return options, runner
 
 

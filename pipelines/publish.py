@@ -86,8 +86,32 @@ def resolve_previous(previous: str) -> str:
     return previous
 
 
+def published_run_ids(output: str) -> list[str]:
+    root = output.rstrip("/")
+    matched = FileSystems.match([join(root, "*", MANIFEST)])[0].metadata_list
+    return sorted({m.path[len(root) + 1:].split("/")[0] for m in matched})
+
+
+def retract_latest(output: str, run_id: str) -> None:
+    """Before ``run_id`` is unpublished for a re-run, LATEST falls back to the newest other published run (or
+    disappears), so a re-run killed half-way never leaves LATEST naming a directory without a manifest."""
+    latest = join(output, LATEST)
+    if not FileSystems.exists(latest) or read_text(latest).strip() != run_id:
+        return
+    others = []
+    for other in published_run_ids(output):
+        if other != run_id:
+            others.append((json.loads(read_text(join(output, other, MANIFEST))).get("finished_at", ""), other))
+    if others:
+        write_text(latest, max(others)[1] + "\n")
+    else:
+        FileSystems.delete([latest])
+
+
 def prepare_run_dir(run_dir: str) -> None:
-    """Re-running a run id replaces it: unpublish first (manifest gone), then clear what it left."""
+    """Re-running a run id replaces it: unpublish first (LATEST moved off it, manifest gone), then clear it."""
+    output, run_id = run_dir.rstrip("/").rsplit("/", 1)
+    retract_latest(output, run_id)
     manifest = join(run_dir, MANIFEST)
     if FileSystems.exists(manifest):
         FileSystems.delete([manifest])

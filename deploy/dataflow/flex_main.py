@@ -1,0 +1,116 @@
+"""Dataflow flex-template entry point: check everything, prepare the run directory, submit the job, return.
+
+The flex-template launcher must exit as soon as the job is submitted (it times out if the program waits for
+the job), so -- unlike ``tailguard run`` -- this cannot wait and publish. It records what publishing needs in
+``<run>/_stats/launch.json``; ``publish_run.py`` publishes (manifest.json, then LATEST) once the job has
+succeeded. Until then the run directory has no manifest and is, by definition, incomplete.
+
+Template parameters (deploy/dataflow/metadata.json) arrive as ``--name=value``; every other option is a Beam
+pipeline option and passes through (the launcher adds --project, --region, --temp_location, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+from typing import Optional, Sequence
+
+LAUNCH_RECORD = "launch.json"
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flex_main", allow_abbrev=False)
+    parser.add_argument("--input", required=True, help="comma-separated file patterns (gs://...)")
+    parser.add_argument("--output", required=True, help="output root; the run goes to OUTPUT/RUN_ID/")
+    parser.add_argument("--config", default="", help="YAML config (gs:// or a path inside the image)")
+    parser.add_argument("--overrides", default="", help="semicolon-separated key=value config overrides")
+    parser.add_argument("--run_id", default="", help="run directory name (default: UTC time)")
+    parser.add_argument("--previous", default="", help="previous snapshot, or an output root with LATEST")
+    return parser
+
+
+def split_list(value: str, separator: str) -> list[str]:
+    return [item.strip() for item in value.split(separator) if item.strip()]
+
+
+def local_copy(uri: str, directory: str) -> str:
+    """The config loader reads local files; copy a gs:// config next to us."""
+    if "://" not in uri:
+        return uri
+    from apache_beam.io.filesystems import FileSystems
+
+    path = os.path.join(directory, "curate.yaml")
+    with FileSystems.open(uri) as remote, open(path, "wb") as f:
+        f.write(remote.read())
+    return path
+
+
+def submit(argv: Optional[Sequence[str]] = None, wait: bool = False) -> dict:
+    """Validate, prepare ``OUTPUT/RUN_ID``, start the pipeline; returns the launch record."""
+    import apache_beam as beam
+
+    from pipelines import publish
+    from pipelines.cli import LOCAL_RUNNERS, local_runner, pipeline_options
+    from pipelines.config import config_hash, config_to_dict, load_config
+    from pipelines.curate import RunPaths, build_pipeline
+    from transforms.ingest import check_inputs
+
+    args, beam_args = make_parser().parse_known_args(argv)
+    with tempfile.TemporaryDirectory(prefix="tailguard-flex-") as scratch:
+        config = load_config(local_copy(args.config, scratch) if args.config else None,
+                             split_list(args.overrides, ";"))
+    if config.langid.enabled:
+        from transforms.langid import check_model
+
+        check_model(config.langid)
+    if config.synthetic.enabled:
+        from transforms.synthetic import check_models
+
+        check_models(config.synthetic)
+    inputs = check_inputs(split_list(args.input, ","))
+    run_id = publish.check_run_id(args.run_id or publish.default_run_id())
+    publish.check_output_writable(args.output)
+    previous = None
+    if args.previous:
+        previous = publish.resolve_previous(args.previous)
+        publish.check_previous(previous)
+    options, runner_name = pipeline_options(beam_args)
+    run_dir = publish.join(args.output, run_id)
+
+    publish.prepare_run_dir(run_dir)
+    record = {
+        "output": args.output, "run_id": run_id, "run_dir": run_dir, "inputs": inputs, "previous": previous,
+        "config": config_to_dict(config), "config_sha256": config_hash(config),
+        "runner": runner_name or "DirectRunner", "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+    }
+    publish.write_text(publish.join(run_dir, "_stats", LAUNCH_RECORD), json.dumps(record, indent=1))
+    pipeline = beam.Pipeline(runner=local_runner(options) if runner_name in LOCAL_RUNNERS else None,
+                             options=options)
+    build_pipeline(pipeline, config, sorted(inputs), RunPaths(run_id=run_id, run_dir=run_dir,
+                                                              previous_dir=previous))
+    result = pipeline.run()
+    if wait:
+        result.wait_until_finish()
+    job_id = getattr(result, "job_id", None)
+    record["job_id"] = job_id() if callable(job_id) else job_id
+    print(json.dumps({"run_dir": run_dir, "job_id": record["job_id"]}))
+    return record
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from transforms.settings import ConfigError
+
+    try:
+        submit(argv)
+    except ConfigError as e:
+        print(f"tailguard: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
