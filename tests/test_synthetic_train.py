@@ -16,11 +16,12 @@ import pytest
 
 from pipelines import train_detector
 from pipelines.train_detector import (FASTTEXT_PARAMS, LEAKAGE_LOGIT_PER_TELL, QUANTIZE_PARAMS, SPLIT_SALT,
-                                      auroc, balanced_weights, calibration_table, corpus_repeats, fit_logistic,
-                                      rates_at, read_labelled, split_by_group, threshold_for_fpr)
+                                      auroc, balanced_weights, calibration_table, classifier_training_inputs,
+                                      corpus_repeats, fit_logistic, rates_at, read_labelled, split_by_group,
+                                      threshold_for_fpr)
 from transforms.synthetic import COMBINER_FEATURES, COMBINER_FILE, FASTTEXT_FILE, SyntheticConfig, \
     SyntheticDetector, score_texts
-from transforms.synthetic_signals import MODELS_DIR
+from transforms.synthetic_signals import MODELS_DIR, tokenize
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "synthetic_tiny.jsonl"
@@ -100,6 +101,27 @@ def test_logistic_fit_recovers_direction_and_weights_balance_cells():
 def test_corpus_repeats_level_corpus_sizes():
     rows = [{"dataset": "big"}] * 60 + [{"dataset": "small"}] * 20 + [{"dataset": "tiny"}] * 7
     assert corpus_repeats(rows) == {"big": 1, "small": 3, "tiny": 9}
+
+
+def test_shared_prompt_opening_is_left_out_of_classifier_training():
+    prompt = "The council met on Tuesday to discuss the new bridge."
+    rows = [
+        {"text": prompt + " Residents said the plan was rushed.", "label": "human", "group": "g1"},
+        {"text": prompt + " Officials expect the work to finish in 2025.", "label": "machine", "group": "g1"},
+        {"text": prompt.upper() + "  It will cost millions.", "label": "machine", "group": "g1"},
+        # Nothing shared with its group's human text: untouched.
+        {"text": "An essay about school uniforms, written by a student.", "label": "human", "group": "g2"},
+        {"text": "School uniforms foster a sense of community.", "label": "machine", "group": "g2"},
+        {"text": prompt + " A row without a group keeps its opening.", "label": "machine"},
+    ]
+    inputs, removed = classifier_training_inputs(rows)
+    assert inputs[0] == "residents said the plan was rushed ."
+    assert inputs[1] == "officials expect the work to finish in 2025 ."
+    assert inputs[2] == "it will cost millions ."  # case and spacing do not hide a shared opening
+    assert inputs[3].split() == "an essay about school uniforms , written by a student .".split()
+    assert inputs[4].split() == "school uniforms foster a sense of community .".split()
+    assert inputs[5].split()[:3] == ["the", "council", "met"]
+    assert removed == 3 * len(tokenize(prompt).tokens)  # one human and two machine openings
 
 
 def test_bad_arguments_are_refused(tmp_path):
