@@ -13,7 +13,7 @@ How a run decides, step by step (each step a named transform in :class:`NearDedu
    doc_id as *published*.
 3. **LSH banding** -- ``bands x rows`` from ``datasketch.lsh._optimal_param(threshold, num_perm, weights)``
    (what ``MinHashLSH(threshold, num_perm, weights=(false_positive_weight, false_negative_weight))`` picks;
-   recall-leaning by default, see the config); one ``GroupByKey`` on band keys carrying only rank keys. A bucket of up to ``max_bucket_pairs`` members yields all its pairs; a larger one the star from its
+   recall-leaning by default, see the config); one ``GroupByKey`` carrying only band keys and rank keys: the band records of a bundle are packed per band shard (``band_shards``), so the shuffle moves one element per shard and bundle, and each shard's group is split into its buckets (members sharing a band key). A bucket of up to ``max_bucket_pairs`` members yields all its pairs; a larger one the star from its
    best-ranked member plus consecutive members in rank order (2k candidates rather than k^2/2: a duplicate
    missed there is normally caught in another band). Pairs of two published documents are skipped -- they are
    both kept whatever happens.
@@ -48,12 +48,13 @@ Published documents are never removed: every published member of a cluster survi
 new survivor (documents without any word are indexed with the empty-set signature, all ``2^32-1``, so exact
 copies of them are still recognised tomorrow).
 
-Cost: signatures O(total words); the band shuffle ``bands`` small records per document; the verification
+Cost: signatures O(total words); the band shuffle ``bands`` small records per document (in packs); the verification
 joins about two sketches per document (4 bytes per distinct shingle, at most ``4 * verify_sketch_size``) plus
 one per candidate pair; components O(rounds * edges); the label join, which carries each node's signature and
 sketch once more (the index rows of new survivors are built there); the cluster grouping of small per-node
 records; and the text join. Every step is linear in N for a fixed duplicate structure, and no step holds more
-than one bucket, node neighbourhood or cluster's member list. The previous index is re-banded every night
+than one band shard (``bands * N / band_shards`` small records), one packing buffer (``_BAND_FLUSH_RECORDS``),
+node neighbourhood or cluster's member list. The previous index is re-banded every night
 (linear in the cumulative index), but buckets without a new document emit nothing.
 """
 
@@ -67,6 +68,7 @@ from typing import Any, Callable, Iterable, NamedTuple, Optional
 import apache_beam as beam
 import numpy as np
 from apache_beam.io import fileio
+from apache_beam.transforms.window import GlobalWindows
 
 from transforms.components import ConnectedComponents
 from transforms.minhash import (
@@ -121,6 +123,10 @@ class DedupConfig:
     permutations datasketch's default 0.5/0.5 gives 9x13 bands, which finds 40 % of pairs at Jaccard 0.8 and
     93 % at 0.9; 0.02/0.98 gives 17x7, finding 98 % at 0.8 and all at 0.85."""
     batch_size: int = 256
+    band_shards: int = 4096
+    """LSH band records are shuffled in packs, grouped by this many band-key shards; one shard's group holds
+    about ``bands * documents / band_shards`` records (~100 bytes each; bands = 17 by default): 4096 keeps it
+    under ~50 MB up to ~100M documents (plus the previous index) -- raise it for larger runs."""
 
     def validate(self) -> None:
         require_fraction(self.threshold, "threshold", allow_zero=False)
@@ -136,6 +142,7 @@ class DedupConfig:
         require(self.false_positive_weight + self.false_negative_weight > 0, "false_negative_weight",
                 "false_positive_weight + false_negative_weight must be > 0")
         require(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        require(self.band_shards >= 1, "band_shards", f"must be >= 1, got {self.band_shards}")
 
 
 def lsh_parameters(config: DedupConfig) -> tuple[int, int]:
@@ -381,36 +388,74 @@ class MergeNodeEvidence(beam.CombineFn):
         return accumulator
 
 
+# Band records are packed before the band shuffle: one shuffle element per band shard and bundle instead of
+# one per (document, band). The local runner pays ~10 us per shuffled element, and 17 band records per
+# document made this shuffle most of the stage's cost. A pack is flushed at this many records, which bounds
+# the DoFn's buffer (~100 bytes per record).
+_BAND_FLUSH_RECORDS = 100_000
+
+
+def band_shard(band_key: bytes, shards: int) -> int:
+    """Shard of an LSH band key (its hash bytes are uniform, so shards are even)."""
+    return int.from_bytes(band_key[2:6], "big") % shards
+
+
 class _EmitBandKeys(beam.DoFn):
-    def __init__(self, bands: int, rows: int):
+    """Nodes -> ``(band shard, [(band_key, rank_key, is_new), ...])`` packs, flushed every
+    ``_BAND_FLUSH_RECORDS`` records and at the end of the bundle."""
+
+    def __init__(self, bands: int, rows: int, shards: int):
         self._bands = bands
         self._rows = rows
+        self._shards = shards
+
+    def start_bundle(self):
+        self._packs: dict[int, list] = {}
+        self._buffered = 0
 
     def process(self, node):
         key, evidence = node
         if evidence.signature is None:
             return
         is_new = not evidence.published
+        packs, shards = self._packs, self._shards
         for band_key in band_keys(signature_from_bytes(evidence.signature), self._bands, self._rows):
-            yield band_key, (key, is_new)
+            packs.setdefault(band_shard(band_key, shards), []).append((band_key, key, is_new))
+        self._buffered += self._bands
+        if self._buffered >= _BAND_FLUSH_RECORDS:
+            yield from self._flush()
+
+    def finish_bundle(self):
+        for pack in self._flush():
+            yield GlobalWindows.windowed_value(pack)
+
+    def _flush(self):
+        packs, self._packs, self._buffered = self._packs, {}, 0
+        return sorted(packs.items())
 
 
 class _BucketCandidates(beam.DoFn):
+    """One band shard's packs -> its LSH buckets (members sharing a band key) -> candidate pairs."""
+
     def __init__(self, max_bucket_pairs: int):
         self._max_bucket_pairs = max_bucket_pairs
 
     def setup(self):
         self._metrics = StageMetrics(STAGE)
 
-    def process(self, bucket):
-        members = list(bucket[1])
-        if len(members) < 2:  # nearly every bucket: skip the bookkeeping
-            return
-        with self._metrics.timed():
-            pairs, large = candidate_pairs(members, self._max_bucket_pairs)
-        if large:
-            self._metrics.count("lsh_large_buckets")
-        yield from pairs
+    def process(self, shard_and_packs):
+        buckets: dict[bytes, list] = {}
+        for pack in shard_and_packs[1]:
+            for band_key, rank, is_new in pack:
+                buckets.setdefault(band_key, []).append((rank, is_new))
+        for members in buckets.values():
+            if len(members) < 2:  # nearly every bucket: skip the bookkeeping
+                continue
+            with self._metrics.timed():
+                pairs, large = candidate_pairs(members, self._max_bucket_pairs)
+            if large:
+                self._metrics.count("lsh_large_buckets")
+            yield from pairs
 
 
 def _send_first_payload(joined):
@@ -615,7 +660,8 @@ class NearDedup(beam.PTransform):
 
         record_evidence = (
             docs
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=config.batch_size)
+            # Fixed-size batches: the adaptive sizing started at one document and cost more than it saved.
+            | "Batch" >> beam.BatchElements(min_batch_size=config.batch_size, max_batch_size=config.batch_size)
             | "Sign" >> beam.ParDo(_SignDocuments(config, self._anchor_eligible))
         )
         published_evidence = previous | "PublishedEvidence" >> beam.Map(_evidence_from_index_row, config)
@@ -628,7 +674,7 @@ class NearDedup(beam.PTransform):
 
         candidates = (
             nodes
-            | "BandKeys" >> beam.ParDo(_EmitBandKeys(bands, rows))
+            | "BandKeys" >> beam.ParDo(_EmitBandKeys(bands, rows, config.band_shards))
             | "GroupBands" >> beam.GroupByKey()
             | "BucketCandidates" >> beam.ParDo(_BucketCandidates(config.max_bucket_pairs))
             | "DistinctCandidates" >> beam.Distinct()

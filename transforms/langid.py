@@ -111,7 +111,6 @@ SUPPORTED_LANGUAGES: frozenset[str] = frozenset("""
 """.split())
 
 _LETTER_RE = re.compile(r"[^\W\d_]")
-_WHITESPACE_RE = re.compile(r"\s+")
 
 
 @dataclass
@@ -245,7 +244,9 @@ def representative_slice(text: str, max_chars: int) -> str:
         parts = [text[:window], text[middle:middle + window], text[len(text) - window:]]
         parts = [_trim_to_words(p) for p in parts]
         text = " ".join(p for p in parts if p)
-    return _WHITESPACE_RE.sub(" ", text).strip()
+    # Every whitespace run becomes one space, ends stripped: str.split() knows the same whitespace as re's
+    # \s (checked over all code points) and costs a fraction of a regex substitution.
+    return " ".join(text.split())
 
 
 def _trim_to_words(window: str) -> str:
@@ -631,7 +632,9 @@ class IdentifyLanguage(beam.PTransform):
             return docs | "LanguageIdOff" >> PassThrough()
         result = (
             docs
-            | "BatchForModel" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._config.batch_size)
+            # Fixed-size batches: the adaptive sizing started at one document and cost more than it saved.
+            | "BatchForModel" >> beam.BatchElements(min_batch_size=self._config.batch_size,
+                                                    max_batch_size=self._config.batch_size)
             | "IdentifyAndFilter" >> with_rejected_output(beam.ParDo(_IdentifyAndFilterBatch(self._config)))
         )
         return split_outputs(result)
