@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import os
 import sys
-from typing import Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
 
 import yaml
 
@@ -172,9 +172,8 @@ def run_command(args, beam_args: list[str]) -> int:
     import apache_beam as beam
 
     from pipelines import publish, report
-    from pipelines.config import config_hash, config_to_dict, load_config
+    from pipelines.config import config_hash, config_to_dict
     from pipelines.curate import RunPaths, build_pipeline
-    from transforms.ingest import check_inputs
 
     logging.basicConfig(level=getattr(logging, args.log_level), format="%(levelname)s %(name)s: %(message)s")
     mode = next((a.split("=", 1)[1] for a in beam_args if a.startswith("--direct_running_mode=")), None)
@@ -185,18 +184,10 @@ def run_command(args, beam_args: list[str]) -> int:
         raise ConfigError("--direct_running_mode", "multi_threading loses elements when the pipeline contains a "
                                                    "Reshuffle (Beam 2.77); use in_memory or multi_processing")
 
-    # Everything that can be wrong is checked before a pipeline exists.
-    config = load_config(args.config, args.overrides)
-    _check_stage_resources(config)
-    inputs = check_inputs(args.input)
-    run_id = publish.check_run_id(args.run_id or publish.default_run_id())
-    publish.check_output_writable(args.output)
-    previous = None
-    if args.previous:
-        previous = publish.resolve_previous(args.previous)
-        publish.check_previous(previous)
-    options, runner_name = pipeline_options(beam_args)
-    run_dir = publish.join(args.output, run_id)
+    plan = plan_run(config_path=args.config, overrides=args.overrides, patterns=args.input, output=args.output,
+                    run_id=args.run_id, previous=args.previous, beam_args=beam_args)
+    config, inputs, run_id, previous = plan.config, plan.inputs, plan.run_id, plan.previous
+    options, runner_name, run_dir = plan.options, plan.runner_name, plan.run_dir
     paths = RunPaths(run_id=run_id, run_dir=run_dir, previous_dir=previous)
 
     publish.prepare_run_dir(run_dir)
@@ -235,6 +226,42 @@ def run_command(args, beam_args: list[str]) -> int:
             print(f"report: {publish.join(run_dir, report.REPORT_DIR, report.REPORT_HTML)} "
                   f"({len(written['drift'])} drift flag(s))")
     return 0
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a run needs, checked before any pipeline exists."""
+
+    config: Any
+    inputs: dict
+    run_id: str
+    previous: Optional[str]
+    options: Any
+    runner_name: Optional[str]
+    run_dir: str
+
+
+def plan_run(*, config_path: Optional[str], overrides: Sequence[str], patterns: Sequence[str], output: str,
+             run_id: Optional[str], previous: Optional[str], beam_args: list[str]) -> RunPlan:
+    """Config, models, inputs, run id, output and previous snapshot: each fails here, naming what is wrong.
+
+    Shared by ``tailguard run`` and the Dataflow flex template (deploy/dataflow/flex_main.py).
+    """
+    from pipelines import publish
+    from pipelines.config import load_config
+    from transforms.ingest import check_inputs
+
+    config = load_config(config_path, list(overrides))
+    _check_stage_resources(config)
+    inputs = check_inputs(list(patterns))
+    run_id = publish.check_run_id(run_id or publish.default_run_id())
+    publish.check_output_writable(output)
+    resolved_previous = None
+    if previous:
+        resolved_previous = publish.resolve_previous(previous)
+        publish.check_previous(resolved_previous)
+    options, runner_name = pipeline_options(beam_args)
+    return RunPlan(config, inputs, run_id, resolved_previous, options, runner_name, publish.join(output, run_id))
 
 
 def _check_stage_resources(config) -> None:

@@ -52,10 +52,9 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
     raw: Any = {}
     if path:
         try:
-            with open(path, encoding="utf-8") as f:
-                raw = yaml.safe_load(f)
-        except OSError as e:
-            raise ConfigError("--config", f"cannot read {path}: {e.strerror}") from None
+            raw = yaml.safe_load(_read_config_text(path))
+        except (OSError, IOError) as e:
+            raise ConfigError("--config", f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from None
         except yaml.YAMLError as e:
             raise ConfigError("--config", f"{path} is not valid YAML: {e}") from None
         if raw is None:
@@ -65,6 +64,20 @@ def load_config(path: str | None = None, overrides: list[str] | None = None) -> 
     for item in overrides or []:
         apply_override(raw, item)
     return build(CurateConfig, raw, "")
+
+
+def _read_config_text(path: str) -> str:
+    """Local paths directly; ``gs://`` and other Beam filesystems through ``FileSystems``."""
+    if "://" not in path:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        with FileSystems.open(path) as f:
+            return f.read().decode("utf-8")
+    except Exception as e:  # Beam wraps storage errors in several types
+        raise OSError(f"{type(e).__name__}: {e}") from None
 
 
 def apply_override(raw: dict, item: str) -> None:

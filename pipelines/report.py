@@ -24,6 +24,7 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from pipelines import publish
 from transforms.diversity import (
     INPUT, NGRAM_ORDERS, ReportConfig, SnapshotMetrics, assemble, drift_flags, threshold_name, trend_values)
 from transforms.document import ANCHOR_HOLDOUT, DOCUMENT_SPLITS, REJECTED, TRAIN
@@ -43,13 +44,7 @@ _COLORS = {TRAIN: "#1f77b4", INPUT: "#ff7f0e", ANCHOR_HOLDOUT: "#2ca02c", REJECT
 # --------------------------------------------------------------------------------------------------- file helpers
 
 
-def _join(*parts: str) -> str:
-    return "/".join([parts[0].rstrip("/")] + [p.strip("/") for p in parts[1:]])
-
-
-def _read_text(path: str) -> str:
-    with FileSystems.open(path) as f:
-        return f.read().decode("utf-8")
+_join, _read_text = publish.join, publish.read_text
 
 
 def _write_bytes(path: str, payload: bytes) -> None:

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
 import sys
-import tempfile
 from typing import Optional, Sequence
 
 LAUNCH_RECORD = "launch.json"
@@ -37,49 +35,21 @@ def split_list(value: str, separator: str) -> list[str]:
     return [item.strip() for item in value.split(separator) if item.strip()]
 
 
-def local_copy(uri: str, directory: str) -> str:
-    """The config loader reads local files; copy a gs:// config next to us."""
-    if "://" not in uri:
-        return uri
-    from apache_beam.io.filesystems import FileSystems
-
-    path = os.path.join(directory, "curate.yaml")
-    with FileSystems.open(uri) as remote, open(path, "wb") as f:
-        f.write(remote.read())
-    return path
-
-
 def submit(argv: Optional[Sequence[str]] = None, wait: bool = False) -> dict:
     """Validate, prepare ``OUTPUT/RUN_ID``, start the pipeline; returns the launch record."""
     import apache_beam as beam
 
     from pipelines import publish
-    from pipelines.cli import LOCAL_RUNNERS, local_runner, pipeline_options
-    from pipelines.config import config_hash, config_to_dict, load_config
+    from pipelines.cli import LOCAL_RUNNERS, local_runner, plan_run
+    from pipelines.config import config_hash, config_to_dict
     from pipelines.curate import RunPaths, build_pipeline
-    from transforms.ingest import check_inputs
 
     args, beam_args = make_parser().parse_known_args(argv)
-    with tempfile.TemporaryDirectory(prefix="tailguard-flex-") as scratch:
-        config = load_config(local_copy(args.config, scratch) if args.config else None,
-                             split_list(args.overrides, ";"))
-    if config.langid.enabled:
-        from transforms.langid import check_model
-
-        check_model(config.langid)
-    if config.synthetic.enabled:
-        from transforms.synthetic import check_models
-
-        check_models(config.synthetic)
-    inputs = check_inputs(split_list(args.input, ","))
-    run_id = publish.check_run_id(args.run_id or publish.default_run_id())
-    publish.check_output_writable(args.output)
-    previous = None
-    if args.previous:
-        previous = publish.resolve_previous(args.previous)
-        publish.check_previous(previous)
-    options, runner_name = pipeline_options(beam_args)
-    run_dir = publish.join(args.output, run_id)
+    plan = plan_run(config_path=args.config or None, overrides=split_list(args.overrides, ";"),
+                    patterns=split_list(args.input, ","), output=args.output, run_id=args.run_id or None,
+                    previous=args.previous or None, beam_args=beam_args)
+    config, inputs, run_id, previous = plan.config, plan.inputs, plan.run_id, plan.previous
+    options, runner_name, run_dir = plan.options, plan.runner_name, plan.run_dir
 
     publish.prepare_run_dir(run_dir)
     record = {
