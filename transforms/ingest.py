@@ -454,9 +454,8 @@ class ReadRecordsFn(beam.DoFn):
 
     def process(self, uri: str):
         self.metrics.count("files")
-        with self.metrics.timed():
-            items = list(read_file(uri, self.config))
-        for item in items:
+        # Stream the file's records (never hold a whole file); only the reading is timed as stage work.
+        for item in self.metrics.timed_iter(read_file(uri, self.config)):
             self.metrics.saw()
             if item.dead is not None:
                 self.metrics.count(f"dead_letter.{item.dead['reason']}")

@@ -128,11 +128,19 @@ def _bucket(token: str, dimensions: int) -> int:
                           "little") % dimensions
 
 
-def hashed_bag_of_words(tokens: Sequence[str], dimensions: int) -> np.ndarray:
-    """L2-normalised term-count vector in a hashed space (the same token always lands in the same bucket)."""
+def hashed_bag_of_words(tokens: Sequence[str], dimensions: int,
+                        buckets: Optional[dict[str, int]] = None) -> np.ndarray:
+    """L2-normalised term-count vector in a hashed space (the same token always lands in the same bucket).
+
+    ``buckets`` caches token -> bucket across the documents of one batch: common words are hashed once.
+    """
     vector = np.zeros(dimensions, dtype=np.float32)
+    cache = {} if buckets is None else buckets
     for token, count in Counter(tokens).items():
-        vector[_bucket(token, dimensions)] += count
+        bucket = cache.get(token)
+        if bucket is None:
+            bucket = cache[token] = _bucket(token, dimensions)
+        vector[bucket] += count
     norm = float(np.linalg.norm(vector))
     return vector / norm if norm > 0 else vector
 
@@ -187,7 +195,9 @@ def fit_content_model(sample: Iterable[tuple[str, list[str]]], config: RarityCon
     centroids = None
     if config.topic.enabled:
         if ordered:
-            matrix = np.stack([hashed_bag_of_words(tokens, config.topic.dimensions) for _, tokens in ordered])
+            buckets: dict[str, int] = {}
+            matrix = np.stack([hashed_bag_of_words(tokens, config.topic.dimensions, buckets)
+                               for _, tokens in ordered])
         else:
             matrix = np.zeros((0, config.topic.dimensions), dtype=np.float32)
         centroids = fit_kmeans(matrix, config.topic.clusters, config.topic.iterations, config.topic.seed)
@@ -197,7 +207,8 @@ def fit_content_model(sample: Iterable[tuple[str, list[str]]], config: RarityCon
 def nearest_topics(token_lists: Sequence[Sequence[str]], centroids: np.ndarray, dimensions: int) -> list[int]:
     if not token_lists:
         return []
-    matrix = np.stack([hashed_bag_of_words(tokens, dimensions) for tokens in token_lists])
+    buckets: dict[str, int] = {}
+    matrix = np.stack([hashed_bag_of_words(tokens, dimensions, buckets) for tokens in token_lists])
     return [int(i) for i in np.argmax(matrix @ centroids.T, axis=1)]
 
 

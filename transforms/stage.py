@@ -73,6 +73,19 @@ class StageMetrics:
         """Any other per-stage tally (e.g. ``second_opinion``), shown in the summary and manifest."""
         Metrics.counter(self.stage, name).inc(n)
 
+    def timed_iter(self, items: Iterable[Any]) -> Iterator[Any]:
+        """Yield from ``items``, counting only the time spent producing them as busy time."""
+        iterator = iter(items)
+        while True:
+            start = time.perf_counter_ns()
+            try:
+                item = next(iterator)
+            except StopIteration:
+                self._busy.inc((time.perf_counter_ns() - start) // 1000)
+                return
+            self._busy.inc((time.perf_counter_ns() - start) // 1000)
+            yield item
+
     @contextmanager
     def timed(self) -> Iterator[None]:
         start = time.perf_counter_ns()
