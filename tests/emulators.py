@@ -119,8 +119,37 @@ class GcsEmulator:
         return self
 
     def stop(self) -> None:
-        stop_process(self.process)
+        """Take the server down at an instant when its on-disk index is whole.
+
+        gcp-storage-emulator rewrites its `.meta` index in place on every change, so a server stopped in the
+        middle of that write cannot start again (its index is an empty or cut JSON file) -- a fault of the
+        emulator's persistence, which real Cloud Storage does not have. Freeze it, check the index parses
+        (thaw briefly and retry if a write was under way), then kill it while frozen. To clients this is
+        still an abrupt outage: in-flight requests fail and must be retried.
+        """
+        process = self.process
         self.process = None
+        if process is None or process.poll() is not None:
+            return
+        try:
+            for _ in range(500):
+                os.killpg(process.pid, signal.SIGSTOP)
+                if self._index_is_whole():
+                    break
+                os.killpg(process.pid, signal.SIGCONT)
+                time.sleep(0.005)
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait()
+
+    def _index_is_whole(self) -> bool:
+        for index in self.data_dir.rglob(".meta"):
+            try:
+                json.loads(index.read_bytes().decode("utf-8"))
+            except (OSError, ValueError):
+                return False
+        return True
 
     def restart(self, down_for: float = 0.0) -> None:
         self.stop()
