@@ -196,6 +196,46 @@ def test_components_of_a_long_chain_and_two_stars():
         assert_that(labels, equal_to(expected))
 
 
+@pytest.mark.parametrize("check_after, passes_on", [(1, True), (3, True), (10, False)])
+def test_components_checkpoint_sends_edges_on_only_when_needed(check_after, passes_on):
+    chain = [(i, i + 1) for i in range(40)]  # a 41-node path needs more than 3 rounds
+    stars = [(100, 100 + k) for k in range(1, 30)] + [(200 + k, 200) for k in range(1, 5)]
+    expected = [(i, 0) for i in range(41)] + [(100 + k, 100) for k in range(30)] + [(200 + k, 200) for k in range(5)]
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        labels = p | beam.Create(chain + stars) | ConnectedComponents(10, check_after=check_after)
+        assert_that(labels, equal_to(expected))
+    counters = _gate_counters(chain + stars, 10, check_after)
+    assert counters.get("cc_unconverged_nodes", 0) == 0
+    assert counters["cc_nodes"] == len(expected)
+    assert (counters.get("cc_edges_after_check", 0) > 0) == passes_on
+
+
+def test_components_checkpoint_skips_further_rounds_for_converged_stars():
+    stars = [(100, 100 + k) for k in range(1, 30)] + [(200 + k, 200) for k in range(1, 5)] + [(7, 3), (3, 5)]
+    expected = [(100 + k, 100) for k in range(30)] + [(200 + k, 200) for k in range(5)] + [(3, 3), (5, 3), (7, 3)]
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        labels = p | beam.Create(stars) | ConnectedComponents(10, check_after=1)
+        assert_that(labels, equal_to(expected))
+    counters = _gate_counters(stars, 10, 1)
+    assert counters.get("cc_edges_after_check", 0) == 0 and counters["cc_nodes"] == len(expected)
+
+
+def test_components_bound_hit_after_the_checkpoint_is_reported():
+    chain = [(i, i + 1) for i in range(40)]
+    counters = _gate_counters(chain, 2, 1)
+    assert counters["cc_edges_after_check"] > 0 and counters["cc_unconverged_nodes"] > 0
+    assert counters["cc_nodes"] == 41
+
+
+def _gate_counters(edges, max_rounds, check_after):
+    p = beam.Pipeline(runner="FnApiRunner")
+    _ = p | beam.Create(edges) | ConnectedComponents(max_rounds, namespace="cc_test", check_after=check_after)
+    result = p.run()
+    result.wait_until_finish()
+    return {r.key.metric.name: r.committed for r in result.metrics().query()["counters"]
+            if r.key.metric.namespace == "cc_test"}
+
+
 # --- the stage -----------------------------------------------------------------------------------------------
 
 def scenario_corpus() -> tuple[list[dict], dict]:

@@ -25,8 +25,9 @@ How a run decides, step by step (each step a named transform in :class:`NearDedu
    ``verify_sketch_size: 0``) has a standard error of ~0.035 at 128 permutations, which misjudges pairs near
    the threshold in both directions (see benchmarks/notes/dedup.md).
 5. **Connected components** -- ``transforms.components.ConnectedComponents``: alternating large-star /
-   small-star rounds, each one ``GroupByKey`` over edges keyed by node, unrolled to ``max_cc_rounds`` with a
-   local convergence check (counter ``cc_unconverged_nodes`` + a logged warning if the bound is hit; the
+   small-star rounds, each one ``GroupByKey`` over edges keyed by node, unrolled to ``max_cc_rounds``, with a
+   convergence check after ``cc_check_after_rounds`` that sends the edges on only if some node needs more, and
+   the same check at the end (counter ``cc_unconverged_nodes`` + a logged warning if the bound is hit; the
    result then keeps some duplicates but never points a document at a removed one). Because rank keys sort
    in priority order, the component's minimum *is* its survivor.
 6. **Fates** -- nodes join their labels, are grouped by label to count the cluster, and every node with
@@ -112,6 +113,9 @@ class DedupConfig:
     MinHash signatures instead (noisier: +-0.035 at 128 permutations)."""
     max_cc_rounds: int = 10
     """Large-star/small-star rounds unrolled into the pipeline (convergence is checked and counted)."""
+    cc_check_after_rounds: int = 3
+    """After this many rounds a convergence check over all edges decides whether the further rounds (up to
+    ``max_cc_rounds``) get the edges or nothing (``transforms.components``)."""
     max_bucket_pairs: int = 50
     """LSH buckets larger than this yield star + chain candidates instead of all pairs."""
     unknown_synthetic_score: float = 0.5
@@ -134,6 +138,8 @@ class DedupConfig:
         require(self.ngram >= 1, "ngram", f"must be >= 1, got {self.ngram}")
         require(0 <= self.seed < 2**32, "seed", f"must be in [0, 2^32), got {self.seed}")
         require(self.max_cc_rounds >= 0, "max_cc_rounds", f"must be >= 0, got {self.max_cc_rounds}")
+        require(self.cc_check_after_rounds >= 0, "cc_check_after_rounds",
+                f"must be >= 0, got {self.cc_check_after_rounds}")
         require(self.verify_sketch_size >= 0, "verify_sketch_size", f"must be >= 0, got {self.verify_sketch_size}")
         require(self.max_bucket_pairs >= 2, "max_bucket_pairs", f"must be >= 2, got {self.max_bucket_pairs}")
         require_fraction(self.unknown_synthetic_score, "unknown_synthetic_score")
@@ -463,7 +469,7 @@ def _send_first_payload(joined):
     payloads = group["payload"]
     if not payloads:
         return
-    for second in group["pairs"]:
+    for second in dict.fromkeys(group["pairs"]):  # each distinct pair once, in a reproducible order
         yield second, (joined[0], payloads[0])
 
 
@@ -603,10 +609,6 @@ def _normalise_index_row(row: dict[str, Any]) -> dict[str, Any]:
     return {name: row.get(name) for name in INDEX_SCHEMA.names}
 
 
-def _as_pair(pair):
-    return pair
-
-
 def _path_of(metadata) -> str:
     return metadata.path
 
@@ -677,9 +679,9 @@ class NearDedup(beam.PTransform):
             | "BandKeys" >> beam.ParDo(_EmitBandKeys(bands, rows, config.band_shards))
             | "GroupBands" >> beam.GroupByKey()
             | "BucketCandidates" >> beam.ParDo(_BucketCandidates(config.max_bucket_pairs))
-            | "DistinctCandidates" >> beam.Distinct()
         )
         if config.verify_candidates:
+            # A pair found in several bands arrives once per band; the first join sends each distinct one on.
             payloads = nodes | "VerificationPayloads" >> beam.FlatMap(
                 _verification_payload, config.verify_sketch_size > 0)
             halves = (
@@ -693,9 +695,9 @@ class NearDedup(beam.PTransform):
                 | "VerifyCandidates" >> beam.ParDo(_VerifyPairs(config))
             )
         else:
-            edges = candidates | "UnverifiedEdges" >> beam.Map(_as_pair)
+            edges = candidates | "DistinctCandidates" >> beam.Distinct()
 
-        labels = edges | "Components" >> ConnectedComponents(config.max_cc_rounds, STAGE)
+        labels = edges | "Components" >> ConnectedComponents(config.max_cc_rounds, STAGE, config.cc_check_after_rounds)
         members = (
             {"node": nodes, "label": labels}
             | "JoinLabels" >> beam.CoGroupByKey()
