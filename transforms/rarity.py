@@ -20,6 +20,7 @@ and the mean tail share are ``Combine`` results passed as side inputs -- nothing
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
@@ -145,6 +146,26 @@ def hashed_bag_of_words(tokens: Sequence[str], dimensions: int,
     return vector / norm if norm > 0 else vector
 
 
+def hashed_bags_of_words(token_lists: Sequence[Sequence[str]], dimensions: int,
+                         buckets: Optional[dict[str, int]] = None) -> np.ndarray:
+    """``hashed_bag_of_words`` of each token list, as the rows of one matrix (the same values, bit for bit:
+    integer counts, then each row divided by its own norm); counted with one ``bincount`` per batch."""
+    cache = {} if buckets is None else buckets
+    everything = list(itertools.chain.from_iterable(token_lists))
+    for token in set(everything).difference(cache):
+        cache[token] = _bucket(token, dimensions)
+    lengths = np.fromiter(map(len, token_lists), dtype=np.int64, count=len(token_lists))
+    cells = np.repeat(np.arange(len(token_lists), dtype=np.int64) * dimensions, lengths) + np.fromiter(
+        map(cache.__getitem__, everything), dtype=np.int64, count=len(everything))
+    counts = np.bincount(cells, minlength=len(token_lists) * dimensions)
+    matrix = counts.astype(np.float32).reshape(len(token_lists), dimensions)
+    for row in range(len(token_lists)):
+        norm = float(np.linalg.norm(matrix[row]))
+        if norm > 0:
+            matrix[row] /= norm
+    return matrix
+
+
 def fit_kmeans(vectors: np.ndarray, k: int, iterations: int, seed: int) -> np.ndarray:
     """Spherical k-means with k-means++ seeding; seeded, so the same sample gives the same centroids."""
     n = vectors.shape[0]
@@ -196,19 +217,18 @@ def fit_content_model(sample: Iterable[tuple[str, list[str]]], config: RarityCon
     if config.topic.enabled:
         if ordered:
             buckets: dict[str, int] = {}
-            matrix = np.stack([hashed_bag_of_words(tokens, config.topic.dimensions, buckets)
-                               for _, tokens in ordered])
+            matrix = hashed_bags_of_words([tokens for _, tokens in ordered], config.topic.dimensions, buckets)
         else:
             matrix = np.zeros((0, config.topic.dimensions), dtype=np.float32)
         centroids = fit_kmeans(matrix, config.topic.clusters, config.topic.iterations, config.topic.seed)
     return ContentModel(vocabulary, centroids, len(ordered))
 
 
-def nearest_topics(token_lists: Sequence[Sequence[str]], centroids: np.ndarray, dimensions: int) -> list[int]:
+def nearest_topics(token_lists: Sequence[Sequence[str]], centroids: np.ndarray, dimensions: int,
+                   buckets: Optional[dict[str, int]] = None) -> list[int]:
     if not token_lists:
         return []
-    buckets: dict[str, int] = {}
-    matrix = np.stack([hashed_bag_of_words(tokens, dimensions, buckets) for tokens in token_lists])
+    matrix = hashed_bags_of_words(token_lists, dimensions, buckets)
     return [int(i) for i in np.argmax(matrix @ centroids.T, axis=1)]
 
 
@@ -234,6 +254,10 @@ def synthetic_downweight_of(doc: dict[str, Any]) -> float:
 # --------------------------------------------------------------------------------------------------- Beam wiring
 
 
+# Tokens whose topic bucket a worker remembers across batches (~100 bytes each); the cache restarts beyond.
+_BUCKET_CACHE_TOKENS = 500_000
+
+
 def _in_sample(doc: dict[str, Any], fraction: float) -> bool:
     return stable_fraction(doc["doc_id"], _SAMPLE_SALT) < fraction
 
@@ -250,11 +274,14 @@ class _ContentFeaturesFn(beam.DoFn):
 
     def setup(self):
         self.metrics = StageMetrics(STAGE)
+        self.buckets: dict[str, int] = {}  # token -> topic bucket, kept across batches (bounded)
 
     def process(self, batch: list[dict[str, Any]], model: ContentModel):
         with self.metrics.timed():
             token_lists = [words(doc["text"]) for doc in batch]
-            topics = (nearest_topics(token_lists, model.centroids, self.config.topic.dimensions)
+            if len(self.buckets) > _BUCKET_CACHE_TOKENS:
+                self.buckets = {}
+            topics = (nearest_topics(token_lists, model.centroids, self.config.topic.dimensions, self.buckets)
                       if self.config.topic.enabled else [0] * len(batch))
             out = []
             for doc, tokens, topic in zip(batch, token_lists, topics):
