@@ -252,15 +252,14 @@ def compression_ratio(text: str) -> float:
 
 def sentence_lengths(tokens: list[str]) -> list[int]:
     """Tokens (words and punctuation marks) per sentence; a sentence ends at a ``.``, ``!`` or ``?`` token."""
+    ends = [i for i, token in enumerate(tokens) if token in _SENTENCE_END_TOKENS]
+    ends.append(len(tokens))
     lengths = []
     start = 0
-    for i, token in enumerate(tokens):
-        if token in _SENTENCE_END_TOKENS:
-            if i > start:
-                lengths.append(i - start)
-            start = i + 1
-    if len(tokens) > start:
-        lengths.append(len(tokens) - start)
+    for end in ends:
+        if end > start:
+            lengths.append(end - start)
+        start = end + 1
     return lengths
 
 
