@@ -7,6 +7,7 @@ Options this parser does not know are Beam pipeline options and pass through unc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -23,6 +24,12 @@ LOCAL_RUNNERS = {None, "DirectRunner", "direct", "FnApiRunner"}
 # Worker defaults for Dataflow, used only where the user gave no value.
 DATAFLOW_DEFAULTS = {"machine_type": "n2-standard-4", "autoscaling_algorithm": "THROUGHPUT_BASED",
                      "max_num_workers": 50}
+
+# Beam 2.77's PortableRunner (FlinkRunner and SparkRunner build on it) opens the driver's job-state and message
+# streams with timeout=job_server_timeout (default 300 s): a job running longer makes the driver fail with
+# DEADLINE_EXCEEDED while the job goes on, so the run would never be published. Those two streams get this
+# timeout instead; preparing and staging keep job_server_timeout, so an unreachable job service fails fast.
+JOB_STREAM_TIMEOUT_S = 7 * 24 * 3600
 
 RUN_EPILOG = """\
 Beam pipeline options not listed above pass through unchanged, e.g.
@@ -157,6 +164,28 @@ def pipeline_options(beam_args: list[str]):
     return options, runner
 
 
+@contextlib.contextmanager
+def long_job_streams(timeout_s: int = JOB_STREAM_TIMEOUT_S):
+    """While active, ``JobServiceHandle.run`` opens the job-state and message streams with ``timeout_s``."""
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    original = JobServiceHandle.run
+
+    def run(self, preparation_id):
+        saved = self.timeout
+        self.timeout = max(saved or 0, timeout_s)
+        try:
+            return original(self, preparation_id)
+        finally:
+            self.timeout = saved
+
+    JobServiceHandle.run = run
+    try:
+        yield
+    finally:
+        JobServiceHandle.run = original
+
+
 def local_runner(options):
     """What Beam's DirectRunner falls back to for batch pipelines, minus the Prism download attempt."""
     from apache_beam.portability.api import beam_provision_api_pb2
@@ -195,7 +224,8 @@ def run_command(args, beam_args: list[str]) -> int:
     runner = local_runner(options) if runner_name in LOCAL_RUNNERS else None
     pipeline = beam.Pipeline(runner=runner, options=options)
     build_pipeline(pipeline, config, sorted(inputs), paths)
-    result = pipeline.run()
+    with long_job_streams() if runner is None else contextlib.nullcontext():
+        result = pipeline.run()
     result.wait_until_finish()
     finished = dt.datetime.now(dt.timezone.utc)
     state = str(getattr(result, "state", "DONE"))

@@ -116,3 +116,45 @@ def test_flink_deployment_versions_match_the_installed_beam():
     assert sidecar and sidecar[0]["ports"][0]["containerPort"] == 50000
     worker = (flink / "Dockerfile.worker").read_text()
     assert f"FROM apache/beam_python3.11_sdk:{beam.__version__}" in worker
+
+
+class _RecordingJobService:
+    """Stands in for the job service stub: records the timeout each job-API call was opened with."""
+
+    def __init__(self):
+        self.timeouts = {}
+
+    def GetStateStream(self, request, timeout=None):
+        self.timeouts["state"] = timeout
+        return iter([object()])
+
+    def GetMessageStream(self, request, timeout=None):
+        self.timeouts["messages"] = timeout
+        return iter([])
+
+    def Run(self, request, timeout=None):
+        self.timeouts["run"] = timeout
+        return type("RunResponse", (), {"job_id": "job-1"})()
+
+
+def test_job_state_streams_outlive_the_job_server_timeout():
+    # Beam opens the driver's state and message streams with job_server_timeout (300 s by default): a longer
+    # job would fail the driver with DEADLINE_EXCEEDED. tailguard run gives those two streams a week.
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    from pipelines import cli
+
+    service = _RecordingJobService()
+    handle = JobServiceHandle(service, PipelineOptions([]))
+    assert handle.timeout == 300
+    handle.run("prep-1")
+    assert service.timeouts["state"] == 300  # Beam's own behaviour, which the fix works around
+
+    with cli.long_job_streams():
+        job_id, _, _ = handle.run("prep-1")
+    assert job_id == "job-1"
+    assert service.timeouts["state"] == service.timeouts["messages"] == cli.JOB_STREAM_TIMEOUT_S >= 24 * 3600
+    assert handle.timeout == 300  # preparing and staging keep failing fast
+    handle.run("prep-1")
+    assert service.timeouts["state"] == 300  # the patch is gone outside the context
