@@ -100,10 +100,13 @@ class PeakSampler(threading.Thread):
         return self.peaks
 
 
+EXTRA_SETS: list[str] = []
+
+
 def tailguard_cmd(corpus: Path, out: Path, name: str, runner_args: list[str]) -> list[str]:
     cmd = [sys.executable, "-m", "pipelines.cli", "run", "--input", f"{corpus}/*.jsonl", "--output", str(out),
            "--run-id", "bench", *runner_args]
-    for item in tailguard_overrides(name):
+    for item in tailguard_overrides(name) + EXTRA_SETS:
         cmd += ["--set", item]
     return cmd
 
@@ -143,10 +146,13 @@ def main(argv=None) -> int:
     parser.add_argument("--docs", default="10000,30000,100000")
     parser.add_argument("--configs", default="lid_dedup_ft")
     parser.add_argument("--chars", type=int, default=1000)
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra tailguard config overrides, after the configuration's own")
     parser.add_argument("--skip-in-memory", action="store_true", help="portable runs only (saves memory at large N)")
     parser.add_argument("--workdir", help="keep corpora and outputs here (default: a temporary directory)")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "memory.json"))
     args = parser.parse_args(argv)
+    EXTRA_SETS[:] = args.set
     context = tempfile.TemporaryDirectory(prefix="tailguard-memory-") if args.workdir is None else None
     work = Path(context.name if context else args.workdir)
     results = []
