@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -100,18 +99,15 @@ class PeakSampler(threading.Thread):
         return self.peaks
 
 
-EXTRA_SETS: list[str] = []
-
-
-def tailguard_cmd(corpus: Path, out: Path, name: str, runner_args: list[str]) -> list[str]:
+def tailguard_cmd(corpus: Path, out: Path, name: str, runner_args: list[str], extra: list[str]) -> list[str]:
     cmd = [sys.executable, "-m", "pipelines.cli", "run", "--input", f"{corpus}/*.jsonl", "--output", str(out),
            "--run-id", "bench", *runner_args]
-    for item in tailguard_overrides(name) + EXTRA_SETS:
+    for item in tailguard_overrides(name) + extra:
         cmd += ["--set", item]
     return cmd
 
 
-def measure_portable(corpus: Path, work: Path, name: str) -> dict:
+def measure_portable(corpus: Path, work: Path, name: str, extra: list[str]) -> dict:
     log = work / f"portable-{name}-services.log"
     with BeamService("apache_beam.runners.worker.worker_pool_main", "--service_port", log=log) as pool, \
             BeamService("apache_beam.runners.portability.local_job_service_main", "--port", log=log) as jobs:
@@ -120,7 +116,7 @@ def measure_portable(corpus: Path, work: Path, name: str) -> dict:
         started = time.perf_counter()
         cmd = tailguard_cmd(corpus, work / f"portable-{name}", name, [
             "--runner", "PortableRunner", "--job_endpoint", jobs.address, "--environment_type", "EXTERNAL",
-            "--environment_config", pool.address])
+            "--environment_config", pool.address], extra)
         driver = run_measured(cmd, work / f"portable-{name}.log")
         peaks = sampler.stop()
     # The job service is one Python process (plus its loopback wrapper); the pool starts one SDK harness
@@ -134,9 +130,9 @@ def measure_portable(corpus: Path, work: Path, name: str) -> dict:
     }
 
 
-def measure_in_memory(corpus: Path, work: Path, name: str) -> dict:
+def measure_in_memory(corpus: Path, work: Path, name: str, extra: list[str]) -> dict:
     cmd = tailguard_cmd(corpus, work / f"in-memory-{name}", name,
-                        ["--direct_running_mode", "in_memory", "--direct_num_workers", "1"])
+                        ["--direct_running_mode", "in_memory", "--direct_num_workers", "1"], extra)
     result = run_measured(cmd, work / f"in-memory-{name}.log")
     return {"wall_s": result["wall_s"], "cpu_s": result["cpu_s"], "peak_mb": result["peak_rss_mb"]}
 
@@ -152,7 +148,6 @@ def main(argv=None) -> int:
     parser.add_argument("--workdir", help="keep corpora and outputs here (default: a temporary directory)")
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "memory.json"))
     args = parser.parse_args(argv)
-    EXTRA_SETS[:] = args.set
     context = tempfile.TemporaryDirectory(prefix="tailguard-memory-") if args.workdir is None else None
     work = Path(context.name if context else args.workdir)
     results = []
@@ -161,9 +156,10 @@ def main(argv=None) -> int:
         if not corpus.exists():
             write_corpus(corpus, n, args.chars)
         for name in args.configs.split(","):
+            here = work / f"n{n}"
             row = {"docs": n, "config": name,
-                   "in_memory": None if args.skip_in_memory else measure_in_memory(corpus, work / f"n{n}", name),
-                   "portable": measure_portable(corpus, work / f"n{n}", name)}
+                   "in_memory": None if args.skip_in_memory else measure_in_memory(corpus, here, name, args.set),
+                   "portable": measure_portable(corpus, here, name, args.set)}
             results.append(row)
             print(json.dumps(row), flush=True)
     print()

@@ -21,8 +21,9 @@ a smaller neighbour has exactly that one neighbour. It runs once after ``check_a
 ``GroupByKey``) and its count of unconverged nodes gates the rest: at 0 (the usual case) its labels are the
 result and the further rounds receive no edges, so they cost only their stages' fixed overhead; otherwise
 every edge goes through the further rounds and the final check. On the 100,000-document benchmark corpus
-(61,869 verified edges, 26,138 nodes) this took the stage from 10 rounds' shuffles to 3 + the check. A node failing the check
-(the bound was hit) keeps itself as its label -- it survives instead of being merged -- which keeps every
+(61,869 verified edges, 26,138 nodes) this took the stage from 10 rounds' shuffles to 3 + the check.
+
+A node failing the final check (the bound was hit) keeps itself as its label -- it survives instead of being merged -- which keeps every
 label a node that labels itself, so no document is ever pointed at a removed one. Such nodes are counted
 (``cc_unconverged_nodes``) and a warning is logged.
 """

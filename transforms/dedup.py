@@ -84,7 +84,7 @@ from transforms.minhash import (
     sketch_jaccard,
 )
 from transforms.settings import ConfigError, require, require_fraction
-from transforms.stage import KEPT, REJECTED, StageMetrics, mark_rejected
+from transforms.stage import KEPT, REJECTED, StageMetrics, fixed_batches, mark_rejected
 
 __all__ = [
     "DedupConfig", "DedupOutputs", "NearDedup", "INDEX_SCHEMA", "load_lean_minhashes", "rank_key",
@@ -662,8 +662,7 @@ class NearDedup(beam.PTransform):
 
         record_evidence = (
             docs
-            # Fixed-size batches: the adaptive sizing started at one document and cost more than it saved.
-            | "Batch" >> beam.BatchElements(min_batch_size=config.batch_size, max_batch_size=config.batch_size)
+            | "Batch" >> fixed_batches(config.batch_size)
             | "Sign" >> beam.ParDo(_SignDocuments(config, self._anchor_eligible))
         )
         published_evidence = previous | "PublishedEvidence" >> beam.Map(_evidence_from_index_row, config)

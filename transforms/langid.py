@@ -42,8 +42,8 @@ from typing import Any, Iterable, Literal, NamedTuple, Optional, Sequence, Union
 import apache_beam as beam
 
 from transforms.settings import ConfigError, require, require_fraction
-from transforms.stage import (Decision, KEEP, StageMetrics, StageOutputs, PassThrough, route, split_outputs,
-                              with_rejected_output)
+from transforms.stage import (Decision, KEEP, StageMetrics, StageOutputs, PassThrough, fixed_batches, route,
+                              split_outputs, with_rejected_output)
 
 STAGE = "langid"
 
@@ -635,9 +635,7 @@ class IdentifyLanguage(beam.PTransform):
             return docs | "LanguageIdOff" >> PassThrough()
         result = (
             docs
-            # Fixed-size batches: the adaptive sizing started at one document and cost more than it saved.
-            | "BatchForModel" >> beam.BatchElements(min_batch_size=self._config.batch_size,
-                                                    max_batch_size=self._config.batch_size)
+            | "BatchForModel" >> fixed_batches(self._config.batch_size)
             | "IdentifyAndFilter" >> with_rejected_output(beam.ParDo(_IdentifyAndFilterBatch(self._config)))
         )
         return split_outputs(result)

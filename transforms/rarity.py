@@ -30,7 +30,7 @@ import numpy as np
 
 from transforms.exact import ExactMean
 from transforms.settings import require
-from transforms.stage import StageMetrics
+from transforms.stage import StageMetrics, fixed_batches
 from transforms.text import stable_fraction, words
 
 STAGE = "rarity"
@@ -133,23 +133,15 @@ def hashed_bag_of_words(tokens: Sequence[str], dimensions: int,
                         buckets: Optional[dict[str, int]] = None) -> np.ndarray:
     """L2-normalised term-count vector in a hashed space (the same token always lands in the same bucket).
 
-    ``buckets`` caches token -> bucket across the documents of one batch: common words are hashed once.
+    ``buckets`` caches token -> bucket across calls: common words are hashed once.
     """
-    vector = np.zeros(dimensions, dtype=np.float32)
-    cache = {} if buckets is None else buckets
-    for token, count in Counter(tokens).items():
-        bucket = cache.get(token)
-        if bucket is None:
-            bucket = cache[token] = _bucket(token, dimensions)
-        vector[bucket] += count
-    norm = float(np.linalg.norm(vector))
-    return vector / norm if norm > 0 else vector
+    return hashed_bags_of_words([tokens], dimensions, buckets)[0]
 
 
 def hashed_bags_of_words(token_lists: Sequence[Sequence[str]], dimensions: int,
                          buckets: Optional[dict[str, int]] = None) -> np.ndarray:
-    """``hashed_bag_of_words`` of each token list, as the rows of one matrix (the same values, bit for bit:
-    integer counts, then each row divided by its own norm); counted with one ``bincount`` per batch."""
+    """``hashed_bag_of_words`` of each token list, as the rows of one matrix: integer counts, then each row
+    divided by its own norm; counted with one ``bincount`` per batch."""
     cache = {} if buckets is None else buckets
     everything = list(itertools.chain.from_iterable(token_lists))
     for token in set(everything).difference(cache):
@@ -254,6 +246,8 @@ def synthetic_downweight_of(doc: dict[str, Any]) -> float:
 # --------------------------------------------------------------------------------------------------- Beam wiring
 
 
+# Documents per batch of the content-features step (one matrix product against the centroids per batch).
+_BATCH_SIZE = 512
 # Tokens whose topic bucket a worker remembers across batches (~100 bytes each); the cache restarts beyond.
 _BUCKET_CACHE_TOKENS = 500_000
 
@@ -355,7 +349,7 @@ class RareContentWeights(beam.PTransform):
         )
         featured = (
             docs
-            | "Batch" >> beam.BatchElements(min_batch_size=64, max_batch_size=512)
+            | "Batch" >> fixed_batches(_BATCH_SIZE)
             | "ContentFeatures" >> beam.ParDo(_ContentFeaturesFn(config), beam.pvalue.AsSingleton(model))
         )
         language_counts = (featured

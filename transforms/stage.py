@@ -107,6 +107,13 @@ def route(docs: Iterable[dict[str, Any]], decisions: Iterable[Decision], stage: 
             yield beam.pvalue.TaggedOutput(REJECTED, mark_rejected(doc, stage, decision.reason, decision.detail))
 
 
+def fixed_batches(size: int) -> beam.BatchElements:
+    """Batches of exactly ``size`` documents (fewer only at a bundle's end). Beam's adaptive sizing starts at
+    one element and grows: on the benchmark corpus it made ~900 batches of ~22 documents for 20k and its
+    estimator alone cost ~0.5 s, more than it saved; every batched stage uses this instead."""
+    return beam.BatchElements(min_batch_size=size, max_batch_size=size)
+
+
 def split_outputs(result: beam.pvalue.DoOutputsTuple) -> StageOutputs:
     return StageOutputs(result[KEPT], result[REJECTED])
 

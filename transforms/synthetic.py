@@ -37,8 +37,8 @@ from typing import Any, Literal, Optional, Sequence
 import apache_beam as beam
 
 from transforms.settings import ConfigError, require, require_fraction
-from transforms.stage import (Decision, KEEP, PassThrough, StageMetrics, StageOutputs, route, split_outputs,
-                              with_rejected_output)
+from transforms.stage import (Decision, KEEP, PassThrough, StageMetrics, StageOutputs, fixed_batches, route,
+                              split_outputs, with_rejected_output)
 from transforms.synthetic_signals import (BURSTINESS, EXCESS, LEAKAGE, MSTTR, MEAN_WORD_LEN, MODELS_DIR, N_WORDS,
                                           REPEATED_TRIGRAMS, SignalLexicons, Tokens, looks_english,
                                           text_signals, tokenize)
@@ -465,7 +465,7 @@ class ScoreSynthetic(beam.PTransform):
             return docs | "SyntheticOff" >> PassThrough()
         result = (
             docs
-            | "BatchForDetector" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._config.batch_size)
+            | "BatchForDetector" >> fixed_batches(self._config.batch_size)
             | "ScoreAndRoute" >> with_rejected_output(beam.ParDo(_ScoreAndRouteBatch(self._config)))
         )
         return split_outputs(result)
