@@ -23,7 +23,7 @@ How a run decides, step by step (each step a named transform in :class:`NearDedu
    32-bit hash collisions) for documents with fewer than ``verify_sketch_size`` distinct shingles and a
    sample of at least that many shingles above; MinHash's share of equal values (``MinHash.jaccard``,
    ``verify_sketch_size: 0``) has a standard error of ~0.035 at 128 permutations, which misjudges pairs near
-   the threshold in both directions (see benchmarks/notes/dedup.md).
+   the threshold in both directions (see benchmarks/README.md, "Near-dedup").
 5. **Connected components** -- ``transforms.components.ConnectedComponents``: alternating large-star /
    small-star rounds, each one ``GroupByKey`` over edges keyed by node, unrolled to ``max_cc_rounds``, with a
    convergence check after ``cc_check_after_rounds`` that sends the edges on only if some node needs more, and

@@ -22,8 +22,8 @@ How a language is decided
    more than one script the dominant script of the text is recorded when the model does not give it.
 
 :data:`SUPPORTED_LANGUAGES` lists the languages the default configuration is measured to identify with at
-least 96 % accuracy on ~100-character text (see ``benchmarks/langid.py`` and ``benchmarks/notes/langid.md``);
-other languages still get their best guess, just without that promise.
+least 96 % accuracy on ~100-character text (see ``benchmarks/langid.py`` and ``benchmarks/README.md``,
+"Language identification"); other languages still get their best guess, just without that promise.
 """
 
 from __future__ import annotations
@@ -96,8 +96,8 @@ _SCRIPT_PATTERNS = (
 )
 
 # The languages this stage (default model, second opinion on) promises to identify at >= 96 % accuracy on
-# ~100-character text. Evidence: benchmarks/langid.py (table in benchmarks/notes/langid.md), rule in its
-# `measured_support`: UDHR ~100-char slices >= 97 % (the promise plus a margin for ~100 samples per
+# ~100-character text. Evidence: benchmarks/langid.py (table in benchmarks/README.md, "Language identification"),
+# rule in its `measured_support`: UDHR ~100-char slices >= 97 % (the promise plus a margin for ~100 samples per
 # language) over all of the language's translations with none below 90 %, UDHR ~1000-char >= 98 %, and
 # the langid.py test documents sliced to ~100 chars >= 90 % for confusable-group languages (>= 75 % for
 # others; some of those documents use pre-reform spelling).

@@ -20,7 +20,8 @@ acts on it.
 Policy (``synthetic.action``): ``tag`` only annotates; ``downweight`` also records
 :func:`synthetic_downweight` as ``synthetic_signals["downweight"]`` for the rarity stage to multiply into
 ``sample_weight``; ``drop`` rejects reliable documents scoring above the drop threshold with
-``reject_reason: synthetic``. Why the defaults are what they are: ``benchmarks/notes/synthetic.md``.
+``reject_reason: synthetic``. Why the defaults are what they are: ``benchmarks/README.md`` (section
+"Synthetic-text scoring").
 """
 
 from __future__ import annotations

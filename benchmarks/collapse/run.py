@@ -335,8 +335,8 @@ def run_experiment(train_path: Path, test_path: Path, generations: int, workdir:
 
 COLORS = {"replace": "tab:red", "accumulate": "tab:blue", "tailguard": "tab:green"}
 SPARE_COLORS = ("tab:purple", "tab:orange", "tab:brown", "tab:olive")
-# What the default run taught (benchmarks/notes/collapse.md): the detector cannot tell these samples from human
-# text, so the anchor share alone decides how much synthetic mass the model sees, and 0.2 is too little; and
+# What the default run taught (benchmarks/README.md, "Model collapse"): the detector cannot tell these samples
+# from human text, so the anchor share alone decides how much synthetic mass the model sees, and 0.2 is too little; and
 # with weights normalised to mean 1 over the split, a higher anchor share repeats human text instead of
 # sampling synthetic text down -- which this learner pays for in over-confident counts.
 DEFAULT_VARIANTS = {
