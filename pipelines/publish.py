@@ -278,7 +278,11 @@ def print_summary(manifest: dict[str, Any], run_dir: str, out=sys.stdout) -> Non
         print(f"anchors: {weights['train_anchors']:,} in train, {balance['out'][ANCHOR_HOLDOUT]:,} held out; "
               f"anchor token share {weights['anchor_token_share']:.3f} (min {weights['anchor_min_share']}: {met}, "
               f"anchor multiplier {weights['anchor_multiplier']:.2f})", file=out)
-        print(f"weights: mean {weights['mean_weight']:.4f}, p10 {quantiles.get('p10', float('nan')):.3g}, "
+        anchor_mean = weights.get("anchor_mean_weight")
+        normalized = (f" (normalize: {weights['normalize']}, anchors' mean {anchor_mean:.4f})"
+                      if weights.get("normalize") == "anchor_mean" and anchor_mean is not None else "")
+        print(f"weights: mean {weights['mean_weight']:.4f}{normalized}, "
+              f"p10 {quantiles.get('p10', float('nan')):.3g}, "
               f"median {quantiles.get('p50', float('nan')):.3g}, p90 {quantiles.get('p90', float('nan')):.3g}, "
               f"in [{weights['min_weight']}, {weights['max_weight']}]", file=out)
     print(f"wall time: {manifest['wall_seconds']:.1f} s "

@@ -76,6 +76,41 @@ def test_solved_weights_have_mean_one_within_bounds_and_meet_the_anchor_share(an
         assert solved.anchor_multiplier == 1.0  # already above the share: anchors are not touched
 
 
+@pytest.mark.parametrize("anchor_fraction,min_share", [(0.3, 0.1), (0.1, 0.5), (0.05, 0.8)])
+def test_anchor_mean_keeps_anchors_at_one_and_weights_the_rest_down(anchor_fraction, min_share):
+    rng = np.random.default_rng(11)
+    raw = np.exp(rng.normal(0, 1.0, 6000))
+    tokens = rng.integers(20, 400, 6000).astype(float)
+    anchors = rng.random(6000) < anchor_fraction
+    lo, hi = 0.01, 10.0
+    solved = solve_weight_scale(histogram_of(raw, tokens, anchors), lo, hi, min_share, "anchor_mean")
+    assert solved.normalize == "anchor_mean" and solved.reachable
+    w = np.clip(solved.scale * np.where(anchors, solved.anchor_multiplier, 1.0) * raw, lo, hi)
+    assert abs(w[anchors].mean() - 1.0) < 1e-3
+    share = (w * tokens)[anchors].sum() / (w * tokens).sum()
+    assert share >= min_share - 1e-3
+    if anchor_fraction == 0.3:
+        assert solved.anchor_multiplier == 1.0 and share > min_share  # already there: nothing moves
+    else:
+        # Reached by weighting the rest down, not the anchors up -- and no further down than needed.
+        assert solved.anchor_multiplier > 1.0 and w[~anchors].mean() < 1.0
+        assert share < min_share + 5e-3
+        split_mean = solve_weight_scale(histogram_of(raw, tokens, anchors), lo, hi, min_share)
+        w_split = np.clip(split_mean.scale * np.where(anchors, split_mean.anchor_multiplier, 1.0) * raw, lo, hi)
+        assert w_split[anchors].mean() > 1.5  # what split_mean does instead: repeat the anchors
+
+
+def test_anchor_mean_falls_back_to_split_mean_without_anchors_and_reports_a_floor_it_cannot_pass():
+    raw = np.ones(1000)
+    none = solve_weight_scale(histogram_of(raw, np.full(1000, 100.0), np.zeros(1000, bool)), 0.1, 10.0, 0.2,
+                              "anchor_mean")
+    assert none.normalize == "split_mean" and abs(none.scale - 1.0) < 1e-6
+    # 10 anchors in 1000 at weight 1; the other 990 cannot go below min_weight 0.1: share 10 / (10 + 99).
+    few = np.arange(1000) < 10
+    floor = solve_weight_scale(histogram_of(raw, np.full(1000, 100.0), few), 0.1, 10.0, 0.5, "anchor_mean")
+    assert not floor.reachable and abs(floor.predicted_share - 10 / 109) < 1e-3
+
+
 def test_an_unreachable_anchor_share_is_reported_not_faked():
     raw = np.ones(1000)
     anchors = np.arange(1000) < 2  # 2 anchors in 1000: even at max_weight they cannot make 20 %
@@ -176,6 +211,18 @@ def test_weights_are_mean_one_bounded_and_favour_rare_languages_and_singletons(b
     assert report["anchor_share_met"] and report["anchor_token_share"] >= 0.2 - 1e-6
     assert report["anchor_multiplier"] > 1.0  # 3 anchors in 73 documents had to be upweighted
     assert set(docs[next(iter(docs))]["rarity_signals"]) >= {"language", "cluster", "topic", "tail", "raw"}
+
+
+def test_anchor_mean_weights_in_the_pipeline(beam_pipeline, tmp_path):
+    rarity = RarityConfig(normalize="anchor_mean", min_weight=0.01)
+    docs, report = run_weights(beam_pipeline, tmp_path, weighted_corpus(), rarity=rarity,
+                               anchors=AnchorsConfig(min_share=0.5))
+    anchor_weights = [d["sample_weight"] for d in docs.values() if d.get("is_anchor")]
+    others = [d["sample_weight"] for d in docs.values() if not d.get("is_anchor")]
+    assert abs(statistics.mean(anchor_weights) - 1.0) < 1e-6 and abs(report["anchor_mean_weight"] - 1.0) < 1e-6
+    assert report["normalize"] == "anchor_mean" and report["anchor_share_met"]
+    assert report["anchor_token_share"] >= 0.5 - 1e-6 and statistics.mean(others) < 0.2
+    assert all(0.01 <= w <= 10.0 for w in anchor_weights + others)
 
 
 def test_weights_are_deterministic_across_runs(beam_pipeline, tmp_path):

@@ -23,7 +23,7 @@ import hashlib
 import itertools
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Literal, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -93,6 +93,12 @@ class RarityConfig:
     sample_size: int = 20_000
     min_weight: float = 0.1
     max_weight: float = 10.0
+    # What a weight of 1 means. split_mean: the train split's mean weight is 1, so an anchor share above what
+    # the anchors already hold is reached by weighting anchors up (repeating human text). anchor_mean: the
+    # anchors' mean weight is 1, and the share is reached by weighting everything else down -- what a learner
+    # that counts a document w times needs when synthetic text keeps accumulating (benchmarks/README.md,
+    # "Model collapse"). Falls back to split_mean when the train split holds no anchors.
+    normalize: Literal["split_mean", "anchor_mean"] = "split_mean"
     materialize: bool = False
 
     def validate(self) -> None:

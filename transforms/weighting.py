@@ -1,15 +1,25 @@
-"""Final training weights: mean 1 on the train split, inside the configured bounds, anchors at their share.
+"""Final training weights: mean 1, inside the configured bounds, anchors at their share.
 
 Given each train document's raw rarity weight ``r`` (``rarity_signals.raw``), its token count ``n`` and whether
 it is an anchor, the weight is
 
     w = clip(c * k_anchor * r, min_weight, max_weight) / M
 
-* ``c`` scales everything so the mean weight is 1;
+With ``rarity.normalize: split_mean`` (the default):
+
+* ``c`` scales everything so the mean weight over the train split is 1;
 * ``k`` (>= 1, anchors only) is the smallest multiplier that brings the anchors' weighted token share,
   ``sum(w n | anchor) / sum(w n)``, to ``anchors.min_share``; if even anchors at ``max_weight`` cannot reach
   it, the largest reachable share is used and the shortfall reported (and the run fails with
   ``anchors.enforce``);
+
+With ``rarity.normalize: anchor_mean`` the anchors' scale ``c k`` is fixed so that *their* mean weight is 1,
+and the share is reached by lowering ``c`` -- weighting the other documents down to as little as
+``min_weight`` -- instead of raising the anchors: human text is never repeated to make room for a growing
+synthetic remainder. (Without anchors in the split it falls back to ``split_mean``.)
+
+In both modes:
+
 * ``c`` and ``k`` are solved on a mergeable log-histogram of ``r`` (``_HIST_BINS`` bins per group, combined
   across workers -- no document list on one worker), then one exact pass measures the realised mean ``M`` of
   the clipped weights and divides it out, so the mean is 1 up to the few documents whose clipping that
@@ -41,6 +51,8 @@ class WeightScale(NamedTuple):
     anchor_multiplier: float
     predicted_share: float
     reachable: bool
+    # Whose realised mean is divided out: the whole split's ("split_mean") or the anchors' ("anchor_mean").
+    normalize: str = "split_mean"
 
 
 # --------------------------------------------------------------------------------------------------- pure logic
@@ -118,19 +130,26 @@ def evaluate(groups: tuple[_Occupied, _Occupied], scale: float, anchor_multiplie
     """
     total_w = total_wn = anchor_wn = count = 0.0
     for group, mult in ((groups[0], scale), (groups[1], scale * anchor_multiplier)):
-        if group.n_docs.size == 0:
-            continue
-        clipped = np.clip(mult * group.sum_r / group.n_docs, lo, hi)
-        inside = (mult * group.low_edge >= lo) & (mult * group.high_edge <= hi)
-        total_w += float(np.where(inside, mult * group.sum_r, clipped * group.n_docs).sum())
-        group_wn = float(np.where(inside, mult * group.sum_rn, clipped * group.sum_n).sum())
+        group_w, group_wn, group_count = _group_sums(group, mult, lo, hi)
+        total_w += group_w
         total_wn += group_wn
         if group is groups[1]:
             anchor_wn = group_wn
-        count += float(group.n_docs.sum())
+        count += group_count
     if count == 0:
         return 1.0, 0.0, 0.0
     return total_w / count, (anchor_wn / total_wn if total_wn > 0 else 0.0), count
+
+
+def _group_sums(group: _Occupied, mult: float, lo: float, hi: float) -> tuple[float, float, float]:
+    """``(sum of weights, sum of weight x tokens, documents)`` of one group at one scale (see :func:`evaluate`)."""
+    if group.n_docs.size == 0:
+        return 0.0, 0.0, 0.0
+    clipped = np.clip(mult * group.sum_r / group.n_docs, lo, hi)
+    inside = (mult * group.low_edge >= lo) & (mult * group.high_edge <= hi)
+    group_w = float(np.where(inside, mult * group.sum_r, clipped * group.n_docs).sum())
+    group_wn = float(np.where(inside, mult * group.sum_rn, clipped * group.sum_n).sum())
+    return group_w, group_wn, float(group.n_docs.sum())
 
 
 def _scale_for_mean_one(groups, anchor_multiplier: float, lo: float, hi: float) -> float:
@@ -144,9 +163,25 @@ def _scale_for_mean_one(groups, anchor_multiplier: float, lo: float, hi: float) 
     return 2.0 ** ((low + high) / 2)
 
 
-def solve_weight_scale(histogram: np.ndarray, lo: float, hi: float, min_share: float) -> WeightScale:
-    """Smallest anchor multiplier reaching ``min_share`` (mean weight 1 throughout), or the best reachable."""
+def _scale_for_group_mean_one(group: _Occupied, lo: float, hi: float) -> float:
+    low, high = -80.0, 80.0  # log2 of the scale
+    for _ in range(64):
+        mid = (low + high) / 2
+        total_w, _, count = _group_sums(group, 2.0 ** mid, lo, hi)
+        if total_w / count < 1.0:
+            low = mid
+        else:
+            high = mid
+    return 2.0 ** ((low + high) / 2)
+
+
+def solve_weight_scale(histogram: np.ndarray, lo: float, hi: float, min_share: float,
+                       normalize: str = "split_mean") -> WeightScale:
+    """Smallest anchor multiplier reaching ``min_share``, or the best reachable: with ``split_mean`` at mean
+    weight 1 over the split throughout, with ``anchor_mean`` at mean weight 1 over the anchors."""
     groups = _occupied(histogram)
+    if normalize == "anchor_mean" and groups[1].n_docs.size:
+        return _solve_at_anchor_mean_one(groups, lo, hi, min_share)
 
     def share_at(multiplier: float) -> tuple[float, float]:
         scale = _scale_for_mean_one(groups, multiplier, lo, hi)
@@ -168,6 +203,36 @@ def solve_weight_scale(histogram: np.ndarray, lo: float, hi: float, min_share: f
             low = mid
     scale, share = share_at(2.0 ** high)
     return WeightScale(scale, 2.0 ** high, share, True)
+
+
+def _solve_at_anchor_mean_one(groups: tuple[_Occupied, _Occupied], lo: float, hi: float,
+                              min_share: float) -> WeightScale:
+    """Anchors at mean weight 1; the largest scale for the other documents (at most the anchors') that gives
+    the anchors ``min_share`` of the weighted tokens -- or, if even every other document at ``min_weight``
+    leaves the anchors short, that bottom scale and the share it gives."""
+    anchor_scale = _scale_for_group_mean_one(groups[1], lo, hi)
+
+    def share_at(log2_scale: float) -> float:
+        scale = 2.0 ** log2_scale
+        return evaluate(groups, scale, anchor_scale / scale, lo, hi)[1]
+
+    top = math.log2(anchor_scale)
+    share = share_at(top)
+    if share >= min_share or groups[0].n_docs.size == 0:
+        return WeightScale(anchor_scale, 1.0, share, share >= min_share, "anchor_mean")
+    # Below this scale every non-anchor document sits at min_weight: nothing lower changes the share.
+    bottom = min(math.log2(lo / float(groups[0].high_edge.max())), top)
+    best_share = share_at(bottom)
+    if best_share < min_share:
+        return WeightScale(2.0 ** bottom, anchor_scale / 2.0 ** bottom, best_share, False, "anchor_mean")
+    low, high = bottom, top  # share_at(low) >= min_share > share_at(high); the share falls as the scale rises
+    for _ in range(60):
+        mid = (low + high) / 2
+        if share_at(mid) >= min_share:
+            low = mid
+        else:
+            high = mid
+    return WeightScale(2.0 ** low, anchor_scale / 2.0 ** low, share_at(low), True, "anchor_mean")
 
 
 def clipped_weight(doc: dict[str, Any], solved: WeightScale, lo: float, hi: float) -> float:
@@ -192,6 +257,13 @@ def tokens_of(doc: dict[str, Any]) -> float:
 # --------------------------------------------------------------------------------------------------- Beam wiring
 
 
+def _clipped_for_mean(doc: dict[str, Any], solved: WeightScale, lo: float, hi: float):
+    """The clipped weights whose mean the final pass divides out: every document's, or only the anchors'."""
+    if solved.normalize == "anchor_mean" and not doc.get("is_anchor"):
+        return []
+    return [clipped_weight(doc, solved, lo, hi)]
+
+
 def _histogram_item(doc: dict[str, Any]):
     return doc["rarity_signals"]["raw"], tokens_of(doc), bool(doc.get("is_anchor"))
 
@@ -210,7 +282,8 @@ class _WeightStats(beam.CombineFn):
     """Exact realised figures for the manifest: mean weight, anchor token share, weight by source."""
 
     def create_accumulator(self):
-        return {"docs": 0, "weight": 0, "wn": 0, "anchor_wn": 0, "anchors": 0, "by_source": {}}
+        return {"docs": 0, "weight": 0, "wn": 0, "anchor_weight": 0, "anchor_wn": 0, "anchors": 0,
+                "by_source": {}}
 
     def add_input(self, acc, doc):
         w, wn = to_fixed(doc["sample_weight"]), to_fixed(doc["sample_weight"] * tokens_of(doc))
@@ -218,6 +291,7 @@ class _WeightStats(beam.CombineFn):
         acc["weight"] += w
         acc["wn"] += wn
         if doc.get("is_anchor"):
+            acc["anchor_weight"] += w
             acc["anchor_wn"] += wn
             acc["anchors"] += 1
         source = doc.get("source") or "?"
@@ -227,7 +301,7 @@ class _WeightStats(beam.CombineFn):
     def merge_accumulators(self, accumulators):
         total = self.create_accumulator()
         for acc in accumulators:
-            for key in ("docs", "weight", "wn", "anchor_wn", "anchors"):
+            for key in ("docs", "weight", "wn", "anchor_weight", "anchor_wn", "anchors"):
                 total[key] += acc[key]
             for source, w in acc["by_source"].items():
                 total["by_source"][source] = total["by_source"].get(source, 0) + w
@@ -235,7 +309,7 @@ class _WeightStats(beam.CombineFn):
 
     def extract_output(self, acc):
         out = dict(acc)
-        for key in ("weight", "wn", "anchor_wn"):
+        for key in ("weight", "wn", "anchor_weight", "anchor_wn"):
             out[key] = from_fixed(acc[key])
         out["by_source"] = {source: from_fixed(w) for source, w in acc["by_source"].items()}
         return out
@@ -250,6 +324,8 @@ def _weights_report(stats: dict, quantiles: list, solved: WeightScale, rarity: R
         "train_documents": docs,
         "train_anchors": stats["anchors"],
         "mean_weight": stats["weight"] / docs if docs else None,
+        "normalize": solved.normalize,
+        "anchor_mean_weight": stats["anchor_weight"] / stats["anchors"] if stats["anchors"] else None,
         "weight_quantiles": {f"p{int(round(100 * i / (len(quantiles) - 1)))}": q
                              for i, q in enumerate(quantiles)} if len(quantiles) > 1 else {},
         "min_weight": rarity.min_weight,
@@ -279,11 +355,11 @@ class BalanceWeights(beam.PTransform):
             train
             | "HistogramItems" >> beam.Map(_histogram_item)
             | "WeightHistogram" >> beam.CombineGlobally(WeightHistogram())
-            | "SolveScale" >> beam.Map(solve_weight_scale, lo, hi, min_share)
+            | "SolveScale" >> beam.Map(solve_weight_scale, lo, hi, min_share, self.rarity.normalize)
         )
         realised_mean = (
             train
-            | "ClippedWeights" >> beam.Map(clipped_weight, beam.pvalue.AsSingleton(solved), lo, hi)
+            | "ClippedWeights" >> beam.FlatMap(_clipped_for_mean, beam.pvalue.AsSingleton(solved), lo, hi)
             | "RealisedMean" >> beam.CombineGlobally(ExactMean())
         )
         weighted = train | "FinalWeights" >> beam.Map(
