@@ -61,14 +61,21 @@ def histogram_of(raw, tokens, anchors):
     return combine.extract_output(acc)
 
 
+def random_split(seed, n, sigma, anchor_fraction):
+    """Log-normal raw weights, 20-400 tokens per document, a random share of anchors."""
+    rng = np.random.default_rng(seed)
+    return np.exp(rng.normal(0, sigma, n)), rng.integers(20, 400, n).astype(float), rng.random(n) < anchor_fraction
+
+
+def solved_weights(solved, raw, anchors, lo, hi):
+    return np.clip(solved.scale * np.where(anchors, solved.anchor_multiplier, 1.0) * raw, lo, hi)
+
+
 @pytest.mark.parametrize("anchor_fraction,min_share", [(0.3, 0.1), (0.03, 0.2), (0.06, 0.4)])
 def test_solved_weights_have_mean_one_within_bounds_and_meet_the_anchor_share(anchor_fraction, min_share):
-    rng = np.random.default_rng(7)
-    raw = np.exp(rng.normal(0, 1.2, 5000))
-    tokens = rng.integers(20, 400, 5000).astype(float)
-    anchors = rng.random(5000) < anchor_fraction
+    raw, tokens, anchors = random_split(7, 5000, 1.2, anchor_fraction)
     solved = solve_weight_scale(histogram_of(raw, tokens, anchors), 0.1, 10.0, min_share)
-    w = np.clip(solved.scale * np.where(anchors, solved.anchor_multiplier, 1.0) * raw, 0.1, 10.0)
+    w = solved_weights(solved, raw, anchors, 0.1, 10.0)
     assert abs(w.mean() - 1.0) < 1e-3
     share = (w * tokens)[anchors].sum() / (w * tokens).sum()
     assert solved.reachable and share >= min_share - 1e-3
@@ -78,14 +85,11 @@ def test_solved_weights_have_mean_one_within_bounds_and_meet_the_anchor_share(an
 
 @pytest.mark.parametrize("anchor_fraction,min_share", [(0.3, 0.1), (0.1, 0.5), (0.05, 0.8)])
 def test_anchor_mean_keeps_anchors_at_one_and_weights_the_rest_down(anchor_fraction, min_share):
-    rng = np.random.default_rng(11)
-    raw = np.exp(rng.normal(0, 1.0, 6000))
-    tokens = rng.integers(20, 400, 6000).astype(float)
-    anchors = rng.random(6000) < anchor_fraction
+    raw, tokens, anchors = random_split(11, 6000, 1.0, anchor_fraction)
     lo, hi = 0.01, 10.0
     solved = solve_weight_scale(histogram_of(raw, tokens, anchors), lo, hi, min_share, "anchor_mean")
     assert solved.normalize == "anchor_mean" and solved.reachable
-    w = np.clip(solved.scale * np.where(anchors, solved.anchor_multiplier, 1.0) * raw, lo, hi)
+    w = solved_weights(solved, raw, anchors, lo, hi)
     assert abs(w[anchors].mean() - 1.0) < 1e-3
     share = (w * tokens)[anchors].sum() / (w * tokens).sum()
     assert share >= min_share - 1e-3
@@ -96,7 +100,7 @@ def test_anchor_mean_keeps_anchors_at_one_and_weights_the_rest_down(anchor_fract
         assert solved.anchor_multiplier > 1.0 and w[~anchors].mean() < 1.0
         assert share < min_share + 5e-3
         split_mean = solve_weight_scale(histogram_of(raw, tokens, anchors), lo, hi, min_share)
-        w_split = np.clip(split_mean.scale * np.where(anchors, split_mean.anchor_multiplier, 1.0) * raw, lo, hi)
+        w_split = solved_weights(split_mean, raw, anchors, lo, hi)
         assert w_split[anchors].mean() > 1.5  # what split_mean does instead: repeat the anchors
 
 
