@@ -173,8 +173,12 @@ def _anchor_shortfall(weights: Optional[dict]) -> Optional[str]:
     """With ``anchors.enforce``, a train split below the minimum anchor share must not be published."""
     if not weights or weights.get("anchor_share_met", True) or not weights.get("anchor_enforce"):
         return None
+    if weights.get("normalize") == "anchor_mean":
+        limit = "even with every other document at rarity.min_weight (lower it, or the share)"
+    else:
+        limit = "even with anchors at max_weight"
     return (f"anchor token share {weights['anchor_token_share']:.4f} < anchors.min_share "
-            f"{weights['anchor_min_share']} even with anchors at max_weight (anchors.enforce is true)")
+            f"{weights['anchor_min_share']} {limit} (anchors.enforce is true)")
 
 
 def publish(*, output: str, run_dir: str, run_id: str, sink: SinkConfig, resolved_config: dict[str, Any],

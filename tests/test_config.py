@@ -45,6 +45,7 @@ def test_overrides_parse_yaml_values_and_reach_nested_keys():
     ("", ["sink=3"], "sink"),
     ("", ["dedup.cc_check_after_rounds=-1"], "dedup.cc_check_after_rounds"),
     ("", ["rarity.normalize=human_mean"], "rarity.normalize"),
+    ("", ["rarity.normalize=anchor_mean", "rarity.materialize=true"], "rarity.materialize"),
     ("- a list\n", [], "<root>"),
 ])
 def test_bad_configs_fail_naming_the_key(tmp_path, text, overrides, key):

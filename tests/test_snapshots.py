@@ -74,6 +74,25 @@ def test_an_enforced_anchor_share_that_cannot_be_met_fails_without_publishing(tm
     assert not (tmp_path / "strict" / "manifest.json").exists() and not (tmp_path / "LATEST").exists()
 
 
+def test_anchor_mean_publishes_anchors_at_mean_one_and_names_min_weight_when_short(tmp_path, capsys):
+    inputs = [CORPUS / "web_crawl_2025.jsonl.gz", CORPUS / "inaugural.jsonl"]
+    assert run(tmp_path, "am", inputs, "--set", "rarity.normalize=anchor_mean", "--set", "anchors.min_share=0.9",
+               "--set", "rarity.min_weight=0.01") == 0
+    weights = json.loads((tmp_path / "am" / "manifest.json").read_text())["weights"]
+    assert weights["normalize"] == "anchor_mean" and abs(weights["anchor_mean_weight"] - 1.0) < 1e-6
+    assert weights["anchor_share_met"] and weights["anchor_token_share"] >= 0.9 - 1e-6
+    assert weights["mean_weight"] < 1.0  # the rest was weighted down, not the anchors up
+    rows = pq.read_table(tmp_path / "am" / "train").to_pylist()
+    anchors = [r["sample_weight"] for r in rows if r["is_anchor"]]
+    assert abs(sum(anchors) / len(anchors) - 1.0) < 1e-6
+    capsys.readouterr()
+
+    code = run(tmp_path, "am-strict", inputs, "--set", "rarity.normalize=anchor_mean", "--set",
+               "anchors.min_share=0.99", "--set", "rarity.min_weight=0.5", "--set", "anchors.enforce=true")
+    assert code == 1 and "rarity.min_weight" in capsys.readouterr().err
+    assert not (tmp_path / "am-strict" / "manifest.json").exists()
+
+
 def test_materialized_repeats_are_written_and_reconciled(tmp_path):
     assert run(tmp_path, "m", [CORPUS / "udhr.jsonl.zst", CORPUS / "inaugural.jsonl"],
                "--set", "rarity.materialize=true") == 0

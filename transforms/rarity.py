@@ -2,7 +2,8 @@
 
 Every document gets ``rarity_signals`` -- the components below, each switchable -- and a raw weight, their
 product times the synthetic stage's downweight (when that policy is on). ``transforms/weighting.py`` then
-scales the raw weights so the train split's mean is 1, within ``[min_weight, max_weight]``.
+scales the raw weights so the train split's mean is 1 (``normalize: anchor_mean``: the anchors' mean), within
+``[min_weight, max_weight]``.
 
 Components (p = share of the documents in the same group, over the documents being weighted):
 
@@ -105,6 +106,11 @@ class RarityConfig:
         require(self.sample_size >= 100, "sample_size", f"must be >= 100, got {self.sample_size}")
         require(0 < self.min_weight <= 1, "min_weight", f"must be in (0, 1], got {self.min_weight}")
         require(1 <= self.max_weight <= 1000, "max_weight", f"must be in [1, 1000], got {self.max_weight}")
+        # Materialised rows repeat a document at least once, so weights below 1 -- most of the non-anchors
+        # under anchor_mean -- would all become 1 and the anchor share would be silently lost.
+        require(not (self.materialize and self.normalize == "anchor_mean"), "materialize",
+                "cannot be combined with normalize: anchor_mean (rows repeat a document at least once, so the "
+                "weights below 1 that anchor_mean relies on would be lost); use per-example sample_weight")
 
 
 # --------------------------------------------------------------------------------------------------- pure logic
