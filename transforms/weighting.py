@@ -32,7 +32,7 @@ id falls below the fractional part -- deterministic, expected value w, at least 
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -152,27 +152,32 @@ def _group_sums(group: _Occupied, mult: float, lo: float, hi: float) -> tuple[fl
     return group_w, group_wn, float(group.n_docs.sum())
 
 
-def _scale_for_mean_one(groups, anchor_multiplier: float, lo: float, hi: float) -> float:
-    low, high = -80.0, 80.0  # log2 of the scale
-    for _ in range(64):
+def _bisect(low: float, high: float, steps: int, move_low: Callable[[float], bool]) -> tuple[float, float]:
+    """Halve ``[low, high]`` ``steps`` times, keeping the half whose ends ``move_low`` tells apart."""
+    for _ in range(steps):
         mid = (low + high) / 2
-        if evaluate(groups, 2.0 ** mid, anchor_multiplier, lo, hi)[0] < 1.0:
+        if move_low(mid):
             low = mid
         else:
             high = mid
+    return low, high
+
+
+def _scale_for_mean_one(mean_at: Callable[[float], float]) -> float:
+    """The scale at which ``mean_at(scale)`` (a clipped mean weight, rising with the scale) is 1."""
+    low, high = _bisect(-80.0, 80.0, 64, lambda log2_scale: mean_at(2.0 ** log2_scale) < 1.0)
     return 2.0 ** ((low + high) / 2)
 
 
-def _scale_for_group_mean_one(group: _Occupied, lo: float, hi: float) -> float:
-    low, high = -80.0, 80.0  # log2 of the scale
-    for _ in range(64):
-        mid = (low + high) / 2
-        total_w, _, count = _group_sums(group, 2.0 ** mid, lo, hi)
-        if total_w / count < 1.0:
-            low = mid
-        else:
-            high = mid
-    return 2.0 ** ((low + high) / 2)
+def _split_mean_at(groups, anchor_multiplier: float, lo: float, hi: float) -> Callable[[float], float]:
+    return lambda scale: evaluate(groups, scale, anchor_multiplier, lo, hi)[0]
+
+
+def _group_mean_at(group: _Occupied, lo: float, hi: float) -> Callable[[float], float]:
+    def mean_at(scale: float) -> float:
+        total_w, _, count = _group_sums(group, scale, lo, hi)
+        return total_w / count
+    return mean_at
 
 
 def solve_weight_scale(histogram: np.ndarray, lo: float, hi: float, min_share: float,
@@ -184,7 +189,7 @@ def solve_weight_scale(histogram: np.ndarray, lo: float, hi: float, min_share: f
         return _solve_at_anchor_mean_one(groups, lo, hi, min_share)
 
     def share_at(multiplier: float) -> tuple[float, float]:
-        scale = _scale_for_mean_one(groups, multiplier, lo, hi)
+        scale = _scale_for_mean_one(_split_mean_at(groups, multiplier, lo, hi))
         return scale, evaluate(groups, scale, multiplier, lo, hi)[1]
 
     scale, share = share_at(1.0)
@@ -194,13 +199,7 @@ def solve_weight_scale(histogram: np.ndarray, lo: float, hi: float, min_share: f
     best_scale, best_share = share_at(2.0 ** top)
     if best_share < min_share:
         return WeightScale(best_scale, 2.0 ** top, best_share, False)
-    low, high = 0.0, top
-    for _ in range(40):
-        mid = (low + high) / 2
-        if share_at(2.0 ** mid)[1] >= min_share:
-            high = mid
-        else:
-            low = mid
+    _, high = _bisect(0.0, top, 40, lambda mid: share_at(2.0 ** mid)[1] < min_share)
     scale, share = share_at(2.0 ** high)
     return WeightScale(scale, 2.0 ** high, share, True)
 
@@ -210,7 +209,7 @@ def _solve_at_anchor_mean_one(groups: tuple[_Occupied, _Occupied], lo: float, hi
     """Anchors at mean weight 1; the largest scale for the other documents (at most the anchors') that gives
     the anchors ``min_share`` of the weighted tokens -- or, if even every other document at ``min_weight``
     leaves the anchors short, that bottom scale and the share it gives."""
-    anchor_scale = _scale_for_group_mean_one(groups[1], lo, hi)
+    anchor_scale = _scale_for_mean_one(_group_mean_at(groups[1], lo, hi))
 
     def share_at(log2_scale: float) -> float:
         scale = 2.0 ** log2_scale
@@ -225,13 +224,8 @@ def _solve_at_anchor_mean_one(groups: tuple[_Occupied, _Occupied], lo: float, hi
     best_share = share_at(bottom)
     if best_share < min_share:
         return WeightScale(2.0 ** bottom, anchor_scale / 2.0 ** bottom, best_share, False, "anchor_mean")
-    low, high = bottom, top  # share_at(low) >= min_share > share_at(high); the share falls as the scale rises
-    for _ in range(60):
-        mid = (low + high) / 2
-        if share_at(mid) >= min_share:
-            low = mid
-        else:
-            high = mid
+    # share_at(low) >= min_share > share_at(high) throughout: the share falls as the scale rises.
+    low, _ = _bisect(bottom, top, 60, lambda mid: share_at(mid) >= min_share)
     return WeightScale(2.0 ** low, anchor_scale / 2.0 ** low, share_at(low), True, "anchor_mean")
 
 
