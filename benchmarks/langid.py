@@ -29,7 +29,7 @@ from typing import Iterable
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from transforms.langid import (SUPPORTED_LANGUAGES, LanguageIdConfig, LanguageIdentifier,  # noqa: E402
+from tailguard.transforms.langid import (SUPPORTED_LANGUAGES, LanguageIdConfig, LanguageIdentifier,  # noqa: E402
                                MACROLANGUAGE_MEMBERS, _IdentifyAndFilterBatch, normalize_code)
 
 LENGTHS = (20, 100, 1000)
@@ -179,7 +179,7 @@ def measure_accuracy(data: Path, quick: bool) -> dict:
 
 
 def _label_lang(label: str):
-    from transforms.langid import normalize_label
+    from tailguard.transforms.langid import normalize_label
     return normalize_label(label)
 
 
@@ -194,7 +194,7 @@ def measured_support(results: dict) -> list[str]:
       another domain): >= 90 % for languages in a confusable group, >= 75 % otherwise (some of those
       documents use pre-reform spelling -- Russian with yat, Romanian without diacritics, Estonian with w).
     """
-    from transforms.langid import CONFUSABLE_GROUPS
+    from tailguard.transforms.langid import CONFUSABLE_GROUPS
 
     confusable = set().union(*CONFUSABLE_GROUPS)
     at100 = results["by_length"][100]["stage"]

@@ -100,7 +100,7 @@ class PeakSampler(threading.Thread):
 
 
 def tailguard_cmd(corpus: Path, out: Path, name: str, runner_args: list[str], extra: list[str]) -> list[str]:
-    cmd = [sys.executable, "-m", "pipelines.cli", "run", "--input", f"{corpus}/*.jsonl", "--output", str(out),
+    cmd = [sys.executable, "-m", "tailguard.pipelines.cli", "run", "--input", f"{corpus}/*.jsonl", "--output", str(out),
            "--run-id", "bench", *runner_args]
     for item in tailguard_overrides(name) + extra:
         cmd += ["--set", item]

@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def child(snapshot: str, sample_size: int) -> dict:
-    from pipelines.report import write_report
-    from transforms.diversity import ReportConfig
+    from tailguard.pipelines.report import write_report
+    from tailguard.transforms.diversity import ReportConfig
 
     wall0, cpu0 = time.perf_counter(), time.process_time()
     report = write_report(snapshot, config=ReportConfig(sample_size=sample_size))
@@ -56,7 +56,7 @@ def main() -> None:
         write_corpus(corpus, args.docs, args.chars)
         output = Path(work) / "out"
         # Curation runs in a process of its own: a child forked from a large parent would inherit its peak RSS.
-        subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--input", f"{corpus}/*.jsonl",
+        subprocess.run([sys.executable, "-m", "tailguard.pipelines.cli", "run", "--input", f"{corpus}/*.jsonl",
                         "--output", str(output), "--run-id", "bench", "--set", "langid.enabled=false",
                         "--set", "synthetic.enabled=false"], check=True, capture_output=True, cwd=ROOT)
         done = subprocess.run([sys.executable, __file__, "--child", str(output / "bench"), str(args.sample_size)],

@@ -27,9 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from transforms.synthetic import (ScoreSynthetic, SyntheticConfig, SyntheticDetector,  # noqa: E402
+from tailguard.transforms.synthetic import (ScoreSynthetic, SyntheticConfig, SyntheticDetector,  # noqa: E402
                                   score_texts)
-from transforms.text import normalize_text  # noqa: E402
+from tailguard.transforms.text import normalize_text  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 
@@ -79,7 +79,7 @@ def bench_pipeline(docs: list[dict], config: SyntheticConfig) -> dict:
 
 def human_corpus_documents() -> dict[str, list[dict]]:
     """Human text of other domains, cut into ~2 KB documents the way ``train-detector`` cuts them."""
-    from pipelines.train_detector import read_human_documents
+    from tailguard.pipelines.train_detector import read_human_documents
 
     human = SHARED / "human"
     files = {
@@ -93,7 +93,7 @@ def human_corpus_documents() -> dict[str, list[dict]]:
 
 
 def bench_quality(detector: SyntheticDetector) -> dict:
-    from pipelines.train_detector import measure, read_labelled
+    from tailguard.pipelines.train_detector import measure, read_labelled
 
     threshold = detector.combiner.drop_threshold
     thresholds = {"drop": threshold, "0.5": 0.5}

@@ -34,7 +34,7 @@ CONFIGS = {
 
 def child(corpus: str, output: str, overrides: list[str], mode: str) -> dict:
     """Run one configuration in this process and report its own figures."""
-    from pipelines.cli import main
+    from tailguard.pipelines.cli import main
 
     argv = ["run", "--input", f"{corpus}/*.jsonl", "--output", output, "--run-id", "bench",
             "--direct_running_mode", mode, "--direct_num_workers", "2" if mode == "multi_processing" else "1"]

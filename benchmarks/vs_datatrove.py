@@ -71,7 +71,7 @@ TAILGUARD_CONFIGS = {name: [SOURCE_IDS, *overrides] for name, overrides in _STAG
 def tailguard_overrides(name: str) -> list[str]:
     """The configuration's overrides. The collapse-risk report `tailguard run` writes after publishing is a
     second pipeline over the snapshot, not curation, so it is left out (when this tailguard has one)."""
-    from pipelines.config import CurateConfig
+    from tailguard.pipelines.config import CurateConfig
 
     report_off = ["report.enabled=false"] if "report" in CurateConfig.__dataclass_fields__ else []
     return [*TAILGUARD_CONFIGS[name], *report_off]
@@ -208,7 +208,7 @@ def _jsonl_ids(folder: Path) -> set[str]:
 
 def measure_tailguard(name: str, corpus: Path, work: Path) -> dict:
     out = work / f"tailguard-{name}"
-    cmd = [sys.executable, "-m", "pipelines.cli", "run", "--input", f"{corpus}/*.jsonl", "--output", str(out),
+    cmd = [sys.executable, "-m", "tailguard.pipelines.cli", "run", "--input", f"{corpus}/*.jsonl", "--output", str(out),
            "--run-id", "bench", "--direct_running_mode", "in_memory", "--direct_num_workers", "1"]
     for item in tailguard_overrides(name):
         cmd += ["--set", item]
@@ -241,8 +241,8 @@ def measure_tailguard(name: str, corpus: Path, work: Path) -> dict:
 
 def _shingle_sets(corpus: Path, ids: set[str]) -> dict[str, frozenset[int]]:
     sys.path.insert(0, str(ROOT))
-    from transforms.minhash import shingle_hashes, shingles
-    from transforms.text import normalize_text
+    from tailguard.transforms.minhash import shingle_hashes, shingles
+    from tailguard.transforms.text import normalize_text
 
     out = {}
     for path in sorted(corpus.glob("*.jsonl")):
@@ -368,7 +368,7 @@ def main() -> None:
 
     sys.path.insert(0, str(ROOT))
     from benchmarks.corpus import write_corpus
-    from transforms.langid import bundled_model_path
+    from tailguard.transforms.langid import bundled_model_path
 
     sizes = [int(s) for s in args.docs.split(",")]
     configs = [c for c in args.configs.split(",") if c]

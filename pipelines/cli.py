@@ -17,7 +17,8 @@ from typing import Any, Optional, Sequence
 
 import yaml
 
-from transforms.settings import ConfigError
+import tailguard
+from tailguard.transforms.settings import ConfigError
 
 STAGE_ORDER = ("ingest", "langid", "synthetic", "dedup", "anchors", "rarity")
 LOCAL_RUNNERS = {None, "DirectRunner", "direct", "FnApiRunner"}
@@ -81,7 +82,7 @@ def _config_parser(sub) -> argparse.ArgumentParser:
 
 
 def _train_detector_parser(sub) -> argparse.ArgumentParser:
-    from pipelines import train_detector
+    from tailguard.pipelines import train_detector
 
     parser = sub.add_parser("train-detector", help="train the synthetic-text detector reproducibly",
                             allow_abbrev=False)
@@ -90,7 +91,7 @@ def _train_detector_parser(sub) -> argparse.ArgumentParser:
 
 
 def _report_parser(sub) -> argparse.ArgumentParser:
-    from pipelines import report
+    from tailguard.pipelines import report
 
     parser = sub.add_parser(
         "report", allow_abbrev=False,
@@ -105,6 +106,7 @@ def _report_parser(sub) -> argparse.ArgumentParser:
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tailguard", allow_abbrev=False,
                                      description="Curate LLM training sets that resist model collapse.")
+    parser.add_argument("--version", action="version", version=f"tailguard {tailguard.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _run_parser(sub)
     _config_parser(sub)
@@ -124,10 +126,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if args.command == "config":
             return config_command(args)
         if args.command == "report":
-            from pipelines import report
+            from tailguard.pipelines import report
 
             return report.main(args, beam_args)
-        from pipelines import train_detector
+        from tailguard.pipelines import train_detector
 
         return train_detector.main(args)
     except ConfigError as e:
@@ -136,7 +138,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def config_command(args) -> int:
-    from pipelines.config import config_hash, config_to_dict, load_config
+    from tailguard.pipelines.config import config_hash, config_to_dict, load_config
 
     config = load_config(args.config, args.overrides)
     print(yaml.safe_dump(config_to_dict(config), sort_keys=False), end="")
@@ -200,9 +202,9 @@ def local_runner(options):
 def run_command(args, beam_args: list[str]) -> int:
     import apache_beam as beam
 
-    from pipelines import publish, report
-    from pipelines.config import config_hash, config_to_dict
-    from pipelines.curate import RunPaths, build_pipeline
+    from tailguard.pipelines import publish, report
+    from tailguard.pipelines.config import config_hash, config_to_dict
+    from tailguard.pipelines.curate import RunPaths, build_pipeline
 
     logging.basicConfig(level=getattr(logging, args.log_level), format="%(levelname)s %(name)s: %(message)s")
     mode = next((a.split("=", 1)[1] for a in beam_args if a.startswith("--direct_running_mode=")), None)
@@ -277,9 +279,9 @@ def plan_run(*, config_path: Optional[str], overrides: Sequence[str], patterns: 
 
     Shared by ``tailguard run`` and the Dataflow flex template (deploy/dataflow/flex_main.py).
     """
-    from pipelines import publish
-    from pipelines.config import load_config
-    from transforms.ingest import check_inputs
+    from tailguard.pipelines import publish
+    from tailguard.pipelines.config import load_config
+    from tailguard.transforms.ingest import check_inputs
 
     config = load_config(config_path, list(overrides))
     _check_stage_resources(config)
@@ -297,11 +299,11 @@ def plan_run(*, config_path: Optional[str], overrides: Sequence[str], patterns: 
 def _check_stage_resources(config) -> None:
     """Models and other files a stage needs must exist and load before the pipeline is built."""
     if config.langid.enabled:
-        from transforms.langid import check_model
+        from tailguard.transforms.langid import check_model
 
         check_model(config.langid)
     if config.synthetic.enabled:
-        from transforms.synthetic import check_models
+        from tailguard.transforms.synthetic import check_models
 
         check_models(config.synthetic)
 

@@ -16,15 +16,15 @@ from typing import Any, Literal, Union
 
 import yaml
 
-from transforms.anchors import AnchorsConfig
-from transforms.dedup import DedupConfig
-from transforms.diversity import ReportConfig
-from transforms.ingest import IngestConfig
-from transforms.langid import LanguageIdConfig
-from transforms.rarity import RarityConfig
-from transforms.settings import ConfigError
-from transforms.sink import SinkConfig
-from transforms.synthetic import SyntheticConfig
+from tailguard.transforms.anchors import AnchorsConfig
+from tailguard.transforms.dedup import DedupConfig
+from tailguard.transforms.diversity import ReportConfig
+from tailguard.transforms.ingest import IngestConfig
+from tailguard.transforms.langid import LanguageIdConfig
+from tailguard.transforms.rarity import RarityConfig
+from tailguard.transforms.settings import ConfigError
+from tailguard.transforms.sink import SinkConfig
+from tailguard.transforms.synthetic import SyntheticConfig
 
 
 @dataclass

@@ -22,17 +22,17 @@ import pyarrow.parquet as pq
 from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.config import CurateConfig
-from transforms.anchors import AnchorEligibility, ReserveHumanAnchors
-from transforms.dedup import INDEX_SCHEMA, NearDedup
-from transforms.document import ANCHOR_HOLDOUT, DEAD_LETTER, REJECTED, TRAIN, from_arrow_table
-from transforms.ingest import Ingest
-from transforms.langid import IdentifyLanguage
-from transforms.rarity import RareContentWeights
-from transforms.sink import CARRIED, INDEX_PREFIX, READ_PREFIX, STATS_PREFIX, WriteSnapshot
-from transforms.stage import PassThrough
-from transforms.synthetic import ScoreSynthetic
-from transforms.weighting import BalanceWeights
+from tailguard.pipelines.config import CurateConfig
+from tailguard.transforms.anchors import AnchorEligibility, ReserveHumanAnchors
+from tailguard.transforms.dedup import INDEX_SCHEMA, NearDedup
+from tailguard.transforms.document import ANCHOR_HOLDOUT, DEAD_LETTER, REJECTED, TRAIN, from_arrow_table
+from tailguard.transforms.ingest import Ingest
+from tailguard.transforms.langid import IdentifyLanguage
+from tailguard.transforms.rarity import RareContentWeights
+from tailguard.transforms.sink import CARRIED, INDEX_PREFIX, READ_PREFIX, STATS_PREFIX, WriteSnapshot
+from tailguard.transforms.stage import PassThrough
+from tailguard.transforms.synthetic import ScoreSynthetic
+from tailguard.transforms.weighting import BalanceWeights
 
 DEDUP_INDEX = "dedup"
 

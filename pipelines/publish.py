@@ -18,10 +18,10 @@ from typing import Any, Optional
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-import transforms
-from transforms.document import ANCHOR_HOLDOUT, DEAD_LETTER, REJECTED, TRAIN
-from transforms.settings import ConfigError
-from transforms.sink import CARRIED, COUNTS_FILE, FILES_FILE, STATS_DIR, SinkConfig, _atomic_write, write_empty_documents_file
+import tailguard
+from tailguard.transforms.document import ANCHOR_HOLDOUT, DEAD_LETTER, REJECTED, TRAIN
+from tailguard.transforms.settings import ConfigError
+from tailguard.transforms.sink import CARRIED, COUNTS_FILE, FILES_FILE, STATS_DIR, SinkConfig, _atomic_write, write_empty_documents_file
 
 MANIFEST = "manifest.json"
 LATEST = "LATEST"
@@ -232,7 +232,7 @@ def publish(*, output: str, run_dir: str, run_id: str, sink: SinkConfig, resolve
         "config": resolved_config,
         "config_sha256": config_digest,
         "versions": {
-            "tailguard": transforms.__version__,
+            "tailguard": tailguard.__version__,
             "apache_beam": beam.__version__,
             "python": platform.python_version(),
         },

@@ -24,12 +24,12 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import publish
-from transforms.diversity import (
+from tailguard.pipelines import publish
+from tailguard.transforms.diversity import (
     INPUT, NGRAM_ORDERS, ReportConfig, SnapshotMetrics, assemble, drift_flags, threshold_name, trend_values)
-from transforms.document import ANCHOR_HOLDOUT, DOCUMENT_SPLITS, REJECTED, TRAIN
-from transforms.settings import ConfigError
-from transforms.sink import _atomic_write
+from tailguard.transforms.document import ANCHOR_HOLDOUT, DOCUMENT_SPLITS, REJECTED, TRAIN
+from tailguard.transforms.settings import ConfigError
+from tailguard.transforms.sink import _atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def build_metrics_pipeline(pipeline: beam.Pipeline, snapshot_dir: str, config: R
 def compute_metrics(snapshot_dir: str, config: ReportConfig, out_path: str,
                     pipeline_args: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Run the metrics pipeline over one snapshot; the figures land in ``out_path`` and are returned."""
-    from pipelines.cli import LOCAL_RUNNERS, local_runner, pipeline_options
+    from tailguard.pipelines.cli import LOCAL_RUNNERS, local_runner, pipeline_options
 
     options, runner_name = pipeline_options(list(pipeline_args or []))
     runner = local_runner(options) if runner_name in LOCAL_RUNNERS else None
@@ -522,7 +522,7 @@ def load_report_config(snapshot_dir: str, path: Optional[str], overrides: Sequen
     """The ``report`` section: from ``--config`` if given, else the snapshot's resolved config; then ``--set``."""
     import yaml
 
-    from pipelines.config import apply_override, build
+    from tailguard.pipelines.config import apply_override, build
 
     if path:
         try:

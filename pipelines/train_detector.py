@@ -41,12 +41,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from transforms.synthetic import (COMBINER_FEATURES, COMBINER_FILE, FASTTEXT_FILE, Combiner, SyntheticConfig,
+from tailguard.transforms.synthetic import (COMBINER_FEATURES, COMBINER_FILE, FASTTEXT_FILE, Combiner, SyntheticConfig,
                                   SyntheticDetector, classifier_machine_probabilities, combiner_features,
                                   score_texts, sigmoid)
-from transforms.synthetic_signals import (EXCESS_VOCABULARY_FILE, LEAKAGE, LEAKAGE_FILE, MODELS_DIR,
+from tailguard.transforms.synthetic_signals import (EXCESS_VOCABULARY_FILE, LEAKAGE, LEAKAGE_FILE, MODELS_DIR,
                                           SignalLexicons, fasttext_input, text_signals, tokenize)
-from transforms.text import normalize_text, stable_fraction
+from tailguard.transforms.text import normalize_text, stable_fraction
 
 DETECTOR_NAME = "tailguard-synthetic"
 DETECTOR_VERSION = "1"

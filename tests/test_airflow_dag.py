@@ -19,7 +19,7 @@ import pytest
 
 pytest.importorskip("airflow.providers.apache.beam", reason="the [airflow] extra is not installed")
 
-from pipelines.cli import main as tailguard  # noqa: E402
+from tailguard.pipelines.cli import main as tailguard  # noqa: E402
 from tests.conftest import EXAMPLES, ROOT  # noqa: E402
 
 DAGS = ROOT / "deploy" / "airflow" / "dags"

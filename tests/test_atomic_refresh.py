@@ -17,7 +17,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import publish
+from tailguard.pipelines import publish
 from tests.conftest import EXAMPLES, ROOT
 
 DEMO_CONFIG = str(EXAMPLES / "curate.yaml")
@@ -28,7 +28,7 @@ INPUTS = [str(EXAMPLES / "corpus" / "inaugural.jsonl"), str(EXAMPLES / "corpus" 
 
 
 def run_argv(output: Path, run_id: str) -> list[str]:
-    argv = [sys.executable, "-m", "pipelines.cli", "run", "--output", str(output), "--run-id", run_id,
+    argv = [sys.executable, "-m", "tailguard.pipelines.cli", "run", "--output", str(output), "--run-id", run_id,
             "--config", DEMO_CONFIG, "--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]
     for pattern in INPUTS:
         argv += ["--input", pattern]

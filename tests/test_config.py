@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.config import CurateConfig, apply_override, config_hash, config_to_dict, load_config
+from tailguard.pipelines.config import CurateConfig, apply_override, config_hash, config_to_dict, load_config
 from tests.conftest import EXAMPLES
-from transforms.settings import ConfigError
+from tailguard.transforms.settings import ConfigError
 
 
 def write(tmp_path, text: str) -> str:

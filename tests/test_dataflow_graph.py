@@ -23,10 +23,10 @@ import pytest
 from apache_beam.options.pipeline_options import SetupOptions, StandardOptions, WorkerOptions
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from pipelines import cli
-from pipelines.cli import pipeline_options
-from pipelines.config import load_config
-from pipelines.curate import RunPaths, build_pipeline
+from tailguard.pipelines import cli
+from tailguard.pipelines.cli import pipeline_options
+from tailguard.pipelines.config import load_config
+from tailguard.pipelines.curate import RunPaths, build_pipeline
 from tests.conftest import EXAMPLES, ROOT, demo_inputs
 from tests.emulators import GcsEmulator, gcs_env, write_dummy_adc
 

@@ -24,8 +24,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 from datasketch import MinHashLSH
 
-from transforms.components import ConnectedComponents, star_label
-from transforms.dedup import (
+from tailguard.transforms.components import ConnectedComponents, star_label
+from tailguard.transforms.dedup import (
     INDEX_SCHEMA,
     DedupConfig,
     NearDedup,
@@ -36,7 +36,7 @@ from transforms.dedup import (
     rank_key,
     rank_prefix,
 )
-from transforms.minhash import (
+from tailguard.transforms.minhash import (
     MinHasher,
     bottom_k,
     datasketch_minhash,
@@ -45,8 +45,8 @@ from transforms.minhash import (
     shingles,
     sketch_jaccard,
 )
-from transforms.settings import ConfigError
-from transforms.text import doc_id_for, normalize_text
+from tailguard.transforms.settings import ConfigError
+from tailguard.transforms.text import doc_id_for, normalize_text
 
 # Worker processes of the multi_processing runner cannot import this test module; ship its helpers by value.
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from apache_beam.testing.util import assert_that
 
-from pipelines.config import build
-from transforms.diversity import (
+from tailguard.pipelines.config import build
+from tailguard.transforms.diversity import (
     INPUT, ReportConfig, SnapshotMetrics, assemble, compression_ratio, distinct_n, drift_flags, in_sample,
     ngram_hashes, rare_vocabulary_coverage, sample_rate, tail_mass, threshold_name, top_words, trend_values,
     unigram_entropy, window_text, word_hashes)
-from transforms.settings import ConfigError
-from transforms.text import words
+from tailguard.transforms.settings import ConfigError
+from tailguard.transforms.text import words
 
 # --------------------------------------------------------------------------------------------------- pure logic
 

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.cli import main
+from tailguard.pipelines.cli import main
 from tests.conftest import EXAMPLES, ROOT, demo_inputs
 
 DEMO_CONFIG = str(EXAMPLES / "curate.yaml")
@@ -201,7 +201,7 @@ def test_unwritable_output_fails_at_once(tmp_path, capsys):
 
 
 def test_console_script_help_documents_every_option():
-    result = subprocess.run([sys.executable, "-m", "pipelines.cli", "run", "--help"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "tailguard.pipelines.cli", "run", "--help"], capture_output=True,
                             text=True, cwd=ROOT)
     assert result.returncode == 0
     for option in ("--input", "--output", "--config", "--set", "--run-id", "--previous", "--runner",

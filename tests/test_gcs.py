@@ -55,7 +55,7 @@ def gcs(tmp_path_factory):
 
 def tailguard(gcs, *argv: str, endpoint: str | None = None, wait: bool = True):
     env = dict(os.environ, **gcs_env(endpoint or gcs.emulator.endpoint, gcs.adc))
-    command = [sys.executable, "-m", "pipelines.cli", "run", *argv]
+    command = [sys.executable, "-m", "tailguard.pipelines.cli", "run", *argv]
     if not wait:
         return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True)

@@ -13,10 +13,10 @@ import pytest
 import zstandard
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.ingest import (IngestConfig, SourceConfig, check_inputs, document_from_record, format_of,
+from tailguard.transforms.ingest import (IngestConfig, SourceConfig, check_inputs, document_from_record, format_of,
                                Ingest, length_verdict, parse_timestamp, read_file, source_for)
-from transforms.settings import ConfigError
-from transforms.text import doc_id_for, normalize_text
+from tailguard.transforms.settings import ConfigError
+from tailguard.transforms.text import doc_id_for, normalize_text
 
 GOOD = "A perfectly ordinary line of human prose that is long enough to pass the length filter."
 

@@ -10,11 +10,11 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.langid import (LOW_CONFIDENCE, NOT_ALLOWED, SUPPORTED_LANGUAGES, UNDETERMINED, IdentifyLanguage,
+from tailguard.transforms.langid import (LOW_CONFIDENCE, NOT_ALLOWED, SUPPORTED_LANGUAGES, UNDETERMINED, IdentifyLanguage,
                                LanguageGuess, LanguageIdConfig, LanguageIdentifier, LanguagePolicy, blend,
                                check_model, expand_languages, normalize_code, normalize_label,
                                representative_slice)
-from transforms.settings import ConfigError
+from tailguard.transforms.settings import ConfigError
 
 ENGLISH = "The committee published its annual report on public transport and housing last Thursday."
 FRENCH = "Le gouvernement a présenté hier un nouveau projet de loi sur la protection de l'environnement."
@@ -306,7 +306,7 @@ def test_model_on_gcs_is_copied_to_local_disk_once(tmp_path, monkeypatch):
     from apache_beam.io.filesystems import FileSystems
 
     from tests.emulators import GcsEmulator, gcs_env, write_dummy_adc
-    from transforms.langid import bundled_model_path, local_model_copy
+    from tailguard.transforms.langid import bundled_model_path, local_model_copy
 
     import tempfile
 

@@ -23,7 +23,7 @@ RUN_TIMEOUT = 300  # a worker that cannot start makes Beam wait 300 s per bundle
 
 
 def tailguard(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", "run", *argv], cwd=ROOT, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "tailguard.pipelines.cli", "run", *argv], cwd=ROOT, capture_output=True,
                           text=True, timeout=RUN_TIMEOUT)
 
 
@@ -143,7 +143,7 @@ def test_job_state_streams_outlive_the_job_server_timeout():
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-    from pipelines import cli
+    from tailguard.pipelines import cli
 
     service = _RecordingJobService()
     handle = JobServiceHandle(service, PipelineOptions([]))

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from transforms.anchors import (AnchorEligibility, AnchorsConfig, ReserveHumanAnchors, anchor_eligibility,
+from tailguard.transforms.anchors import (AnchorEligibility, AnchorsConfig, ReserveHumanAnchors, anchor_eligibility,
                                 cutoff_micros, in_holdout, reserve)
-from transforms.rarity import (RarityConfig, RareContentWeights, cluster_size_weight, fit_content_model, fit_kmeans,
+from tailguard.transforms.rarity import (RarityConfig, RareContentWeights, cluster_size_weight, fit_content_model, fit_kmeans,
                                hashed_bag_of_words, share_weight, tail_share, tail_weight)
-from transforms.settings import ConfigError
-from transforms.text import doc_id_for, words
-from transforms.weighting import BalanceWeights, WeightHistogram, repeats_for, solve_weight_scale
+from tailguard.transforms.settings import ConfigError
+from tailguard.transforms.text import doc_id_for, words
+from tailguard.transforms.weighting import BalanceWeights, WeightHistogram, repeats_for, solve_weight_scale
 
 YEAR_2000 = cutoff_micros("2000-01-01")
 YEAR_2025 = cutoff_micros("2025-01-01")

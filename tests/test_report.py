@@ -11,15 +11,15 @@ import subprocess
 
 import pytest
 
-from pipelines import report
-from pipelines.cli import main as cli_main
+from tailguard.pipelines import report
+from tailguard.pipelines.cli import main as cli_main
 from tests.conftest import EXAMPLES
 from tests.test_diversity import fixture_documents
-from transforms.diversity import (
+from tailguard.transforms.diversity import (
     INPUT, ReportConfig, compression_ratio, distinct_n, in_sample, rare_vocabulary_coverage, sample_rate, tail_mass,
     top_words, unigram_entropy, window_text)
-from transforms.sink import SinkConfig, documents_table, shard_name, write_parquet
-from transforms.text import words
+from tailguard.transforms.sink import SinkConfig, documents_table, shard_name, write_parquet
+from tailguard.transforms.text import words
 
 CORPUS = EXAMPLES / "corpus"
 CONFIG = str(EXAMPLES / "curate.yaml")
@@ -148,7 +148,7 @@ def test_command_line_reads_the_snapshot_config_and_rejects_bad_keys(tmp_path, c
     assert "report:" in capsys.readouterr().out
     written = json.loads((snapshot / "report" / "report.json").read_text())
     assert written["config"]["sample_size"] == 10 and written["sampling"][INPUT]["rate"] == pytest.approx(10 / 60)
-    from transforms.settings import ConfigError
+    from tailguard.transforms.settings import ConfigError
 
     with pytest.raises(ConfigError, match="report.max_rise.nonsense"):
         report.main(parser.parse_args([str(snapshot), "--set", "report.max_rise.nonsense=1"]))

@@ -10,10 +10,10 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines import publish
-from transforms.document import ARROW_SCHEMA, from_arrow_table, to_arrow_table
-from transforms.settings import ConfigError
-from transforms.sink import SinkConfig, WriteShards, WriteSnapshot, shard_name, shard_of, shards_for
+from tailguard.pipelines import publish
+from tailguard.transforms.document import ARROW_SCHEMA, from_arrow_table, to_arrow_table
+from tailguard.transforms.settings import ConfigError
+from tailguard.transforms.sink import SinkConfig, WriteShards, WriteSnapshot, shard_name, shard_of, shards_for
 
 
 def doc(i: int, **extra) -> dict:

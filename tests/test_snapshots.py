@@ -7,7 +7,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.cli import main
+from tailguard.pipelines.cli import main
 from tests.conftest import EXAMPLES
 
 CORPUS = EXAMPLES / "corpus"

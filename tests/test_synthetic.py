@@ -12,13 +12,13 @@ import pytest
 import apache_beam as beam
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.config import load_config
-from transforms.settings import ConfigError
-from transforms.synthetic import (COMBINED_LOGIT, DOWNWEIGHT, EXTRA_PREFIX, FASTTEXT_PROB, REJECT_REASON, STAGE,
+from tailguard.pipelines.config import load_config
+from tailguard.transforms.settings import ConfigError
+from tailguard.transforms.synthetic import (COMBINED_LOGIT, DOWNWEIGHT, EXTRA_PREFIX, FASTTEXT_PROB, REJECT_REASON, STAGE,
                                   ExtraScorerConfig, ScoreSynthetic, SyntheticConfig, SyntheticDetector,
                                   SyntheticScorer, check_models, decide, drop_threshold, load_extra_scorer,
                                   score_texts, synthetic_downweight)
-from transforms.synthetic_signals import (COMMAS, EXCESS, LEAKAGE, MODELS_DIR, N_WORDS, PARENS, QUOTES,
+from tailguard.transforms.synthetic_signals import (COMMAS, EXCESS, LEAKAGE, MODELS_DIR, N_WORDS, PARENS, QUOTES,
                                           SEMICOLON_COLON,
                                           TEXT_SIGNALS, SignalLexicons, burstiness, compression_ratio,
                                           excess_vocabulary_rate, fasttext_input, leakage_tells, looks_english,
@@ -384,7 +384,7 @@ def test_extra_scorer_config_errors():
     assert e.value.key == "synthetic.extra_scorers[0].options"
     with pytest.raises(ConfigError) as e:
         check_models(replace(config.synthetic, extra_scorers=[
-            ExtraScorerConfig(class_path="transforms.synthetic.SyntheticConfig")]))
+            ExtraScorerConfig(class_path="tailguard.transforms.synthetic.SyntheticConfig")]))
     assert "not a SyntheticScorer" in e.value.message
 
 

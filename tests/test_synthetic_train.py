@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines import train_detector
-from pipelines.train_detector import (FASTTEXT_PARAMS, LEAKAGE_LOGIT_PER_TELL, QUANTIZE_PARAMS, SPLIT_SALT,
+from tailguard.pipelines import train_detector
+from tailguard.pipelines.train_detector import (FASTTEXT_PARAMS, LEAKAGE_LOGIT_PER_TELL, QUANTIZE_PARAMS, SPLIT_SALT,
                                       auroc, balanced_weights, calibration_table, classifier_training_inputs,
                                       corpus_repeats, fit_logistic, rates_at, read_labelled, split_by_group,
                                       threshold_for_fpr)
-from transforms.synthetic import COMBINER_FEATURES, COMBINER_FILE, FASTTEXT_FILE, SyntheticConfig, \
+from tailguard.transforms.synthetic import COMBINER_FEATURES, COMBINER_FILE, FASTTEXT_FILE, SyntheticConfig, \
     SyntheticDetector, score_texts
-from transforms.synthetic_signals import MODELS_DIR, tokenize
+from tailguard.transforms.synthetic_signals import MODELS_DIR, tokenize
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "synthetic_tiny.jsonl"
@@ -139,7 +139,7 @@ def test_bad_arguments_are_refused(tmp_path):
 
 def run_command(output: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipelines.train_detector", "--train", str(FIXTURE), "--dev", str(FIXTURE),
+        [sys.executable, "-m", "tailguard.pipelines.train_detector", "--train", str(FIXTURE), "--dev", str(FIXTURE),
          "--output", str(output), *extra],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
         env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -220,7 +220,7 @@ def test_shipped_artefacts_are_what_the_command_produces(tmp_path):
     if not (SHARED_SYNTHETIC / "train.jsonl").exists():
         pytest.skip("../shared/data is not present")
     result = subprocess.run(
-        [sys.executable, "-m", "pipelines.train_detector", *SHIPPED_BUILD_ARGS, "--output", str(tmp_path)],
+        [sys.executable, "-m", "tailguard.pipelines.train_detector", *SHIPPED_BUILD_ARGS, "--output", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 0, result.stderr
     for name in ARTEFACTS:

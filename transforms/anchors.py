@@ -20,10 +20,10 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 
-from transforms.document import ANCHOR_HOLDOUT, TRAIN
-from transforms.settings import ConfigError, require, require_fraction
-from transforms.stage import StageMetrics
-from transforms.text import stable_fraction
+from tailguard.transforms.document import ANCHOR_HOLDOUT, TRAIN
+from tailguard.transforms.settings import ConfigError, require, require_fraction
+from tailguard.transforms.stage import StageMetrics
+from tailguard.transforms.text import stable_fraction
 
 STAGE = "anchors"
 _HOLDOUT_SALT = "anchor-holdout"

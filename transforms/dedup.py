@@ -71,8 +71,8 @@ import numpy as np
 from apache_beam.io import fileio
 from apache_beam.transforms.window import GlobalWindows
 
-from transforms.components import ConnectedComponents
-from transforms.minhash import (
+from tailguard.transforms.components import ConnectedComponents
+from tailguard.transforms.minhash import (
     INDEX_SCHEMA,
     SCHEME,
     MinHasher,
@@ -83,8 +83,8 @@ from transforms.minhash import (
     signature_to_bytes,
     sketch_jaccard,
 )
-from transforms.settings import ConfigError, require, require_fraction
-from transforms.stage import KEPT, REJECTED, StageMetrics, fixed_batches, mark_rejected
+from tailguard.transforms.settings import ConfigError, require, require_fraction
+from tailguard.transforms.stage import KEPT, REJECTED, StageMetrics, fixed_batches, mark_rejected
 
 __all__ = [
     "DedupConfig", "DedupOutputs", "NearDedup", "INDEX_SCHEMA", "load_lean_minhashes", "rank_key",

@@ -34,10 +34,10 @@ from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
-from transforms.document import ANCHOR_HOLDOUT, REJECTED, TRAIN
-from transforms.exact import from_fixed, to_fixed
-from transforms.settings import require, require_fraction
-from transforms.text import stable_fraction, words
+from tailguard.transforms.document import ANCHOR_HOLDOUT, REJECTED, TRAIN
+from tailguard.transforms.exact import from_fixed, to_fixed
+from tailguard.transforms.settings import require, require_fraction
+from tailguard.transforms.text import stable_fraction, words
 
 INPUT = "input"
 VIEWS = (INPUT, TRAIN, ANCHOR_HOLDOUT, REJECTED)

@@ -29,10 +29,10 @@ from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.document import dead_letter
-from transforms.settings import ConfigError, require
-from transforms.stage import KEPT, REJECTED, StageMetrics, mark_rejected
-from transforms.text import doc_id_for, normalize_text
+from tailguard.transforms.document import dead_letter
+from tailguard.transforms.settings import ConfigError, require
+from tailguard.transforms.stage import KEPT, REJECTED, StageMetrics, mark_rejected
+from tailguard.transforms.text import doc_id_for, normalize_text
 
 STAGE = "ingest"
 DEAD_LETTER = "dead_letter"

@@ -41,8 +41,8 @@ from typing import Any, Iterable, Literal, NamedTuple, Optional, Sequence, Union
 
 import apache_beam as beam
 
-from transforms.settings import ConfigError, require, require_fraction
-from transforms.stage import (Decision, KEEP, StageMetrics, StageOutputs, PassThrough, fixed_batches, route,
+from tailguard.transforms.settings import ConfigError, require, require_fraction
+from tailguard.transforms.stage import (Decision, KEEP, StageMetrics, StageOutputs, PassThrough, fixed_batches, route,
                               split_outputs, with_rejected_output)
 
 STAGE = "langid"

@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from transforms.text import words
+from tailguard.transforms.text import words
 
 SCHEME = "affine32"
 HASHFUNC = "sha1_hash32"

@@ -29,10 +29,10 @@ from typing import Any, Iterable, Literal, Optional, Sequence
 import apache_beam as beam
 import numpy as np
 
-from transforms.exact import ExactMean
-from transforms.settings import require
-from transforms.stage import StageMetrics, fixed_batches
-from transforms.text import stable_fraction, words
+from tailguard.transforms.exact import ExactMean
+from tailguard.transforms.settings import require
+from tailguard.transforms.stage import StageMetrics, fixed_batches
+from tailguard.transforms.text import stable_fraction, words
 
 STAGE = "rarity"
 _SAMPLE_SALT = "rarity-sample"

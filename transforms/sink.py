@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from transforms.document import ARROW_SCHEMA, DEAD_LETTER, DOCUMENT_SPLITS, REJECTED, to_arrow_table
-from transforms.settings import require
+from tailguard.transforms.document import ARROW_SCHEMA, DEAD_LETTER, DOCUMENT_SPLITS, REJECTED, to_arrow_table
+from tailguard.transforms.settings import require
 
 STATS_DIR = "_stats"
 COUNTS_FILE = "counts.json"

@@ -37,10 +37,10 @@ from typing import Any, Literal, Optional, Sequence
 
 import apache_beam as beam
 
-from transforms.settings import ConfigError, require, require_fraction
-from transforms.stage import (Decision, KEEP, PassThrough, StageMetrics, StageOutputs, fixed_batches, route,
+from tailguard.transforms.settings import ConfigError, require, require_fraction
+from tailguard.transforms.stage import (Decision, KEEP, PassThrough, StageMetrics, StageOutputs, fixed_batches, route,
                               split_outputs, with_rejected_output)
-from transforms.synthetic_signals import (BURSTINESS, EXCESS, LEAKAGE, MSTTR, MEAN_WORD_LEN, MODELS_DIR, N_WORDS,
+from tailguard.transforms.synthetic_signals import (BURSTINESS, EXCESS, LEAKAGE, MSTTR, MEAN_WORD_LEN, MODELS_DIR, N_WORDS,
                                           REPEATED_TRIGRAMS, SignalLexicons, Tokens, looks_english,
                                           text_signals, tokenize)
 

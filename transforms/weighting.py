@@ -37,10 +37,10 @@ from typing import Any, Callable, NamedTuple
 import apache_beam as beam
 import numpy as np
 
-from transforms.anchors import AnchorsConfig
-from transforms.exact import ExactMean, from_fixed, to_fixed
-from transforms.rarity import RarityConfig
-from transforms.text import stable_fraction
+from tailguard.transforms.anchors import AnchorsConfig
+from tailguard.transforms.exact import ExactMean, from_fixed, to_fixed
+from tailguard.transforms.rarity import RarityConfig
+from tailguard.transforms.text import stable_fraction
 
 _LOG2_MIN, _LOG2_MAX, _HIST_BINS = -60.0, 60.0, 24_000
 _REPEAT_SALT = "materialize-repeats"

@@ -159,7 +159,7 @@ def run_tailguard(workdir: Path, generation: int, human_file: Path, samples: lis
                   previous: Optional[Path], overrides: Sequence[str], quiet: bool = True) -> Snapshot:
     import pyarrow.parquet as pq
 
-    from pipelines.cli import main as tailguard_main
+    from tailguard.pipelines.cli import main as tailguard_main
 
     crawl_day = FIRST_CRAWL + CRAWL_INTERVAL * (generation - 1)
     crawl = workdir / f"crawl-gen{generation:02d}.jsonl"

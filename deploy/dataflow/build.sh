@@ -8,7 +8,7 @@ set -euo pipefail
 
 : "${PROJECT:?set PROJECT}" "${REGION:?set REGION}" "${BUCKET:?set BUCKET}"
 REPOSITORY="${REPOSITORY:-tailguard}"
-TAG="${TAG:-$(python3 -c 'import re;print(re.search(r"__version__ = \"([^\"]+)\"", open("transforms/__init__.py").read()).group(1))')}"
+TAG="${TAG:-$(python3 -c 'import re;print(re.search(r"__version__ = \"([^\"]+)\"", open("tailguard/__init__.py").read()).group(1))')}"
 IMAGE="${IMAGE:-${REGION}-docker.pkg.dev/${PROJECT}/${REPOSITORY}/tailguard:${TAG}}"
 TEMPLATE="${TEMPLATE:-gs://${BUCKET}/templates/tailguard-${TAG}.json}"
 

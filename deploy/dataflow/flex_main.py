@@ -39,10 +39,10 @@ def submit(argv: Optional[Sequence[str]] = None, wait: bool = False) -> dict:
     """Validate, prepare ``OUTPUT/RUN_ID``, start the pipeline; returns the launch record."""
     import apache_beam as beam
 
-    from pipelines import publish
-    from pipelines.cli import LOCAL_RUNNERS, local_runner, plan_run
-    from pipelines.config import config_hash, config_to_dict
-    from pipelines.curate import RunPaths, build_pipeline
+    from tailguard.pipelines import publish
+    from tailguard.pipelines.cli import LOCAL_RUNNERS, local_runner, plan_run
+    from tailguard.pipelines.config import config_hash, config_to_dict
+    from tailguard.pipelines.curate import RunPaths, build_pipeline
 
     args, beam_args = make_parser().parse_known_args(argv)
     plan = plan_run(config_path=args.config or None, overrides=split_list(args.overrides, ";"),
@@ -72,7 +72,7 @@ def submit(argv: Optional[Sequence[str]] = None, wait: bool = False) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from transforms.settings import ConfigError
+    from tailguard.transforms.settings import ConfigError
 
     try:
         submit(argv)

@@ -28,8 +28,8 @@ from flex_main import LAUNCH_RECORD  # noqa: E402
 
 
 def publish_run(output: str, run_id: str) -> dict:
-    from pipelines import publish
-    from pipelines.config import load_config
+    from tailguard.pipelines import publish
+    from tailguard.pipelines.config import load_config
 
     run_dir = publish.join(output, run_id)
     record = json.loads(publish.read_text(publish.join(run_dir, "_stats", LAUNCH_RECORD)))
@@ -53,7 +53,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--output", required=True)
     parser.add_argument("--run_id", required=True)
     args = parser.parse_args(argv)
-    from pipelines.publish import RunFailed
+    from tailguard.pipelines.publish import RunFailed
 
     try:
         publish_run(args.output, args.run_id)

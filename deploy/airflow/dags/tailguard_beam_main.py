@@ -30,7 +30,7 @@ def localize_config(argv: list[str], directory: str) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    from pipelines.cli import main as tailguard
+    from tailguard.pipelines.cli import main as tailguard
 
     with tempfile.TemporaryDirectory(prefix="tailguard-config-") as directory:
         return tailguard(["run", *localize_config(argv, directory)])
