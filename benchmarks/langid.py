@@ -142,7 +142,7 @@ def measure_accuracy(data: Path, quick: bool) -> dict:
     udhr = load_udhr(data)
     stage = LanguageIdentifier(LanguageIdConfig())
     baseline = LanguageIdentifier(LanguageIdConfig(second_opinion=False))
-    model_labels = {lang for lang, _ in (_label_lang(l) for l in stage.model.get_labels())}
+    model_labels = {lang for lang, _ in (_label_lang(l) for l in stage.model.labels())}
     if stage.second_opinion is not None:
         model_labels |= set(stage.second_opinion._languages)
     results: dict = {"by_length": {}}

@@ -19,6 +19,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 import tailguard
+from tailguard.pipelines import card
 from tailguard.transforms.document import ANCHOR_HOLDOUT, DEAD_LETTER, REJECTED, TRAIN
 from tailguard.transforms.settings import ConfigError
 from tailguard.transforms.sink import CARRIED, COUNTS_FILE, FILES_FILE, STATS_DIR, SinkConfig, _atomic_write, write_empty_documents_file
@@ -68,14 +69,47 @@ def check_output_writable(output: str) -> None:
 
 
 def check_previous(previous: str) -> dict[str, Any]:
-    """The previous snapshot must be a published run: its manifest says so."""
-    path = join(previous, MANIFEST)
+    """The previous snapshot must be a published run (its manifest says so) whose files are the ones listed."""
+    return read_published_manifest(previous, "--previous")
+
+
+# Folders of a snapshot whose every file the manifest lists (report/, _stats/ and the card are derived views).
+DATA_DIRS = (TRAIN, ANCHOR_HOLDOUT, REJECTED, DEAD_LETTER, "index")
+
+
+def snapshot_file_problems(snapshot_dir: str, manifest: dict[str, Any]) -> list[str]:
+    """Files the manifest lists that are missing or of another size, and data files it does not list.
+
+    Sizes, not checksums: this runs before every ``--previous`` and ``report`` and must stay cheap at any size;
+    the SHA-256 values in the manifest are there for a full audit."""
+    root = snapshot_dir.rstrip("/")
+    listed = {f["path"]: f.get("bytes") for f in manifest.get("files", [])}
+    found = {}
+    for folder in DATA_DIRS:
+        for metadata in FileSystems.match([join(root, folder, "**")])[0].metadata_list:
+            found[metadata.path[len(root) + 1:]] = metadata.size_in_bytes
+    problems = [f"missing file {path}" for path in sorted(set(listed) - set(found))]
+    problems += [f"file {path} has {found[path]} bytes, the manifest says {size}"
+                 for path, size in sorted(listed.items()) if path in found and size is not None and found[path] != size]
+    problems += [f"extra file {path} (not in the manifest)" for path in sorted(set(found) - set(listed))]
+    return problems
+
+
+def read_published_manifest(snapshot_dir: str, key: str) -> dict[str, Any]:
+    """The manifest of a published snapshot whose data files are exactly the ones it lists; else a ConfigError
+    naming ``key`` (the option that pointed here) and every file that is missing, resized or extra."""
+    path = join(snapshot_dir, MANIFEST)
     if not FileSystems.exists(path):
-        raise ConfigError("--previous", f"{previous!r} is not a published snapshot (no {MANIFEST})")
+        raise ConfigError(key, f"{snapshot_dir!r} is not a published snapshot (no {MANIFEST})")
     try:
-        return json.loads(read_text(path))
+        manifest = json.loads(read_text(path))
     except (ValueError, OSError) as e:
-        raise ConfigError("--previous", f"cannot read {path}: {e}") from None
+        raise ConfigError(key, f"cannot read {path}: {e}") from None
+    problems = snapshot_file_problems(snapshot_dir, manifest)
+    if problems:
+        shown = "; ".join(problems[:10]) + (f"; and {len(problems) - 10} more" if len(problems) > 10 else "")
+        raise ConfigError(key, f"snapshot {snapshot_dir!r} does not match its {MANIFEST}: {shown}")
+    return manifest
 
 
 def resolve_previous(previous: str) -> str:
@@ -224,6 +258,7 @@ def publish(*, output: str, run_dir: str, run_id: str, sink: SinkConfig, resolve
         "rejected_by_reason": counts.get("rejected_by_reason", {}),
         "dead_letter_by_reason": counts.get("dead_letter_by_reason", {}),
         "index_rows": counts.get("index", {}),
+        "languages": {split: counts.get(f"languages.{split}", {}) for split in (TRAIN, ANCHOR_HOLDOUT)},
         "weights": extra_stats.get("weights"),
         # Written right after this manifest (the report reads the published snapshot and its history).
         "report": report,
@@ -245,9 +280,19 @@ def publish(*, output: str, run_dir: str, run_id: str, sink: SinkConfig, resolve
         problem = (balance["equation"] if not balance["reconciled"]
                    else f"file rows differ: {file_mismatches}" if file_mismatches else shortfall)
         raise RunFailed(f"run {run_id} not published: {problem}; details in {stats}/manifest.unpublished.json")
+    manifest["card"] = write_card(run_dir, manifest, report)
     write_text(join(run_dir, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True, ensure_ascii=False))
     write_text(join(output, LATEST), run_id + "\n")
     return manifest
+
+
+def write_card(run_dir: str, manifest: dict[str, Any], report: Optional[str]) -> dict[str, dict[str, Any]]:
+    """The dataset card and Croissant metadata beside the manifest; their sizes and checksums for it."""
+    written = {}
+    for name, payload in card.card_files(manifest, report).items():
+        writer = _atomic_write(join(run_dir, name), lambda stream, data=payload: stream.write(data))
+        written[name] = {"bytes": writer.size, "sha256": writer.sha256.hexdigest()}
+    return written
 
 
 def print_summary(manifest: dict[str, Any], run_dir: str, out=sys.stdout) -> None:

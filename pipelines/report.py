@@ -544,7 +544,7 @@ def load_report_config(snapshot_dir: str, path: Optional[str], overrides: Sequen
 
 def main(args, pipeline_args: Optional[Sequence[str]] = None) -> int:
     snapshot = resolve_snapshot(args.snapshot)
-    read_manifest(snapshot)
+    publish.read_published_manifest(snapshot, "SNAPSHOT")
     config = load_report_config(snapshot, args.config, args.overrides)
     if args.previous is not None and args.previous < 0:
         raise ConfigError("--previous", f"must be >= 0, got {args.previous}")

@@ -44,6 +44,7 @@ import numpy as np
 from tailguard.transforms.synthetic import (COMBINER_FEATURES, COMBINER_FILE, FASTTEXT_FILE, Combiner, SyntheticConfig,
                                   SyntheticDetector, classifier_machine_probabilities, combiner_features,
                                   score_texts, sigmoid)
+from tailguard.transforms.fasttext_models import load_classifier, require_training
 from tailguard.transforms.synthetic_signals import (EXCESS_VOCABULARY_FILE, LEAKAGE, LEAKAGE_FILE, MODELS_DIR,
                                           SignalLexicons, fasttext_input, text_signals, tokenize)
 from tailguard.transforms.text import normalize_text, stable_fraction
@@ -163,8 +164,7 @@ def split_by_group(rows: list[dict[str, Any]], fraction: float) -> tuple[list[di
 
 
 def _train_fasttext(train_file: str, model_file: str, params: dict[str, Any], quantize: dict[str, Any]) -> None:
-    import fasttext
-
+    fasttext = require_training()
     model = fasttext.train_supervised(input=train_file, verbose=0, **params)
     # Rows never touched by training are exactly zero; keeping them would only slow the quantiser down.
     trained_rows = int(np.count_nonzero(np.abs(model.get_input_matrix()).sum(axis=1)))
@@ -497,9 +497,7 @@ def train(train_path: str | Path, output: str | Path, calibration_fraction: floa
     model_file = output / FASTTEXT_FILE
     fasttext_params = train_classifier(fit_rows, model_file, seed)
 
-    import fasttext
-
-    classifier = fasttext.load_model(str(model_file))
+    classifier = load_classifier(str(model_file))
     probabilities = classifier_machine_probabilities(classifier, [fasttext_input(r["text"]) for r in calibration])
     combiner, calibration_scores = fit_combiner(calibration, probabilities, lexicons, target_fpr)
     y = np.array([r["label"] == "machine" for r in calibration], dtype=np.int64)

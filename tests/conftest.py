@@ -38,3 +38,37 @@ def demo_inputs() -> list[str]:
 
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+PACKAGING_INPUTS = ("setup.py", "pyproject.toml", "README.md", "tailguard", "pipelines", "transforms")
+
+
+@pytest.fixture(scope="session")
+def installed_wheel(tmp_path_factory):
+    """tailguard built as a wheel from a copy of its packaging inputs, installed in a fresh venv outside the
+    repository (uv, for speed: the same resolution from PyPI as pip). Returns (venv python, wheel path)."""
+    import shutil
+    import subprocess
+
+    base = tmp_path_factory.mktemp("wheel")
+    source = base / "src"
+    for name in PACKAGING_INPUTS:
+        path = ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            source.mkdir(exist_ok=True)
+            shutil.copy(path, source / name)
+    dist = base / "dist"
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(source)],
+                   check=True, capture_output=True, timeout=300)
+    (wheel,) = dist.glob("tailguard-*.whl")
+    venv = base / "venv"
+    interpreter = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([sys.executable, "-m", "uv", "venv", "--quiet", "--python", interpreter, str(venv)], check=True,
+                   capture_output=True, timeout=300)
+    # --python: run as `python -m uv`, uv would otherwise install into the interpreter that runs it.
+    result = subprocess.run([sys.executable, "-m", "uv", "pip", "install", "--quiet", "--python",
+                             str(venv / "bin" / "python"), str(wheel)], capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return venv / "bin" / "python", wheel

@@ -175,7 +175,7 @@ def test_without_second_opinion_fasttext_alone_decides_with_less_confidence(iden
 
 
 def test_supported_languages_are_labels_the_stage_can_emit(identifier):
-    emitted = {normalize_label(label)[0] for label in identifier.model.get_labels()}
+    emitted = {normalize_label(label)[0] for label in identifier.model.labels()}
     emitted |= set(identifier.second_opinion._languages)
     assert SUPPORTED_LANGUAGES and SUPPORTED_LANGUAGES <= emitted
 

@@ -25,7 +25,12 @@ class Field:
     meaning: str
 
 
-_SIGNALS = pa.map_(pa.string(), pa.float64())
+# Named scores (signals, runner-up languages) are a list of {key, value} structs in Parquet: Arrow's map type has
+# no Hugging Face `datasets` equivalent (load_dataset fails on it, streaming included), while a list of structs
+# reads everywhere -- datasets, pandas, Polars, DuckDB, Spark, pyarrow.dataset. In records they stay dicts.
+KEYED_VALUES = pa.list_(pa.struct([pa.field("key", pa.string(), nullable=False), pa.field("value", pa.float64())]))
+# Version 2: KEYED_VALUES replaced map<string, double>. Readers of published snapshots accept both.
+RECORD_SCHEMA_VERSION = "2"
 
 FIELDS: tuple[Field, ...] = (
     # --- identity and provenance (ingest) ---
@@ -49,12 +54,13 @@ FIELDS: tuple[Field, ...] = (
     Field("lang", pa.string(), "langid", "Language: ISO 639-1 where one exists, else ISO 639-3."),
     Field("lang_script", pa.string(), "langid", "ISO 15924 script, where the model gives one."),
     Field("lang_score", pa.float64(), "langid", "Probability of `lang` from the language-ID model."),
-    Field("lang_alternatives", pa.map_(pa.string(), pa.float64()), "langid", "Runner-up languages and scores."),
+    Field("lang_alternatives", KEYED_VALUES, "langid", "Runner-up languages and scores, as {key: label, value: score}."),
     Field("lang_model", pa.string(), "langid", "Which model (and second opinion, if any) decided `lang`."),
     # --- synthetic-text scoring ---
     Field("synthetic_score", pa.float64(), "synthetic",
           "Calibrated probability that the text is machine-generated."),
-    Field("synthetic_signals", _SIGNALS, "synthetic", "The signal values the score was computed from."),
+    Field("synthetic_signals", KEYED_VALUES, "synthetic",
+          "The signal values the score was computed from, as {key: signal name, value}."),
     Field("synthetic_reliable", pa.bool_(), "synthetic",
           "False when the detector is out of its domain (e.g. non-English, very short) and the score is a prior."),
     Field("synthetic_detector", pa.string(), "synthetic", "Detector name and version that produced the score."),
@@ -64,7 +70,8 @@ FIELDS: tuple[Field, ...] = (
     Field("duplicate_of", pa.string(), "dedup", "For a removed duplicate: the survivor's doc_id."),
     # --- rare-content upweighting ---
     Field("sample_weight", pa.float64(), "rarity", "Training weight; the train split's mean weight is 1."),
-    Field("rarity_signals", _SIGNALS, "rarity", "Weight components (language share, cluster size, topic, tail)."),
+    Field("rarity_signals", KEYED_VALUES, "rarity",
+          "Weight components (language share, cluster size, topic, tail), as {key: component, value}."),
     Field("repeats", pa.int64(), "rarity", "With `rarity.materialize`: how many copies of this row are written."),
     # --- human anchors ---
     Field("is_anchor", pa.bool_(), "anchors", "Verified human text kept in every mix."),
@@ -83,7 +90,7 @@ _BY_NAME = {f.name: f for f in FIELDS}
 
 ARROW_SCHEMA: pa.Schema = pa.schema(
     [pa.field(f.name, f.type, nullable=f.name != "doc_id", metadata={"meaning": f.meaning}) for f in FIELDS],
-    metadata={"tailguard.record": "1"},
+    metadata={"tailguard.record": RECORD_SCHEMA_VERSION},
 )
 
 # Split names, the folders they are written to.
@@ -109,14 +116,32 @@ def to_arrow_table(records: Iterable[dict[str, Any]]) -> pa.Table:
     columns = []
     for f in FIELDS:
         values = [r.get(f.name) for r in records]
-        if pa.types.is_map(f.type):
-            values = [None if v is None else list(v.items()) for v in values]
+        if f.type == KEYED_VALUES:
+            values = [None if v is None else [{"key": k, "value": x} for k, x in v.items()] for v in values]
         columns.append(pa.array(values, type=f.type))
     return pa.Table.from_arrays(columns, schema=ARROW_SCHEMA)
 
 
+def is_keyed_values(arrow_type: pa.DataType) -> bool:
+    """Named scores as written now (list of {key, value}) or by record schema 1 (map<string, double>)."""
+    if pa.types.is_map(arrow_type):
+        return True
+    if not pa.types.is_list(arrow_type) or not pa.types.is_struct(arrow_type.value_type):
+        return False
+    struct = arrow_type.value_type
+    return struct.num_fields == 2 and {struct.field(i).name for i in range(2)} == {"key", "value"}
+
+
+def keyed_values_to_dict(value: Any) -> dict[str, float] | None:
+    """A named-scores cell as read back by ``to_pylist``: [{key, value}, ...] (v2) or [(key, value), ...] (v1)."""
+    if value is None:
+        return None
+    return {item["key"]: item["value"] for item in value} if value and isinstance(value[0], dict) else dict(value)
+
+
 def from_arrow_table(table: pa.Table) -> list[dict[str, Any]]:
-    """Inverse of :func:`to_arrow_table`: records with null fields omitted (as stages produce them)."""
+    """Inverse of :func:`to_arrow_table`: records with null fields omitted (as stages produce them). Tables written
+    with record schema 1 (named scores as maps) read the same, so ``--previous`` carries old snapshots forward."""
     out: list[dict[str, Any]] = []
     cols = {}
     for name in table.column_names:
@@ -127,8 +152,8 @@ def from_arrow_table(table: pa.Table) -> list[dict[str, Any]]:
         if pa.types.is_timestamp(f.type):
             col = col.cast(pa.int64())
         values = col.to_pylist()
-        if pa.types.is_map(f.type):
-            values = [None if v is None else dict(v) for v in values]
+        if is_keyed_values(col.type):
+            values = [keyed_values_to_dict(v) for v in values]
         cols[name] = values
     for i in range(table.num_rows):
         out.append({k: v[i] for k, v in cols.items() if v[i] is not None})

@@ -41,6 +41,7 @@ from typing import Any, Iterable, Literal, NamedTuple, Optional, Sequence, Union
 
 import apache_beam as beam
 
+from tailguard.transforms.fasttext_models import load_classifier
 from tailguard.transforms.settings import ConfigError, require, require_fraction
 from tailguard.transforms.stage import (Decision, KEEP, StageMetrics, StageOutputs, PassThrough, fixed_batches, route,
                               split_outputs, with_rejected_output)
@@ -318,12 +319,11 @@ def local_model_copy(model_path: str) -> str:
 
 def load_fasttext_model(config: LanguageIdConfig) -> tuple[Any, str]:
     """``(model, name)``: the fastText model the config names, checked to be a language-ID model."""
-    import fasttext
-
     path = bundled_model_path() if config.uses_bundled_model() else local_model_copy(config.model_path)
     try:
-        model = fasttext.load_model(path)
-        labels = model.get_labels()
+        model = load_classifier(path)
+        # Bindings that cannot list labels (fasttext-predict) show them through a prediction.
+        labels = model.labels() or list(model.predict(["language"], k=10)[0][0])
     except (ValueError, RuntimeError, MemoryError) as e:
         raise ConfigError("langid.model_path", f"{config.model_path or path} is not a readable fastText model: "
                                                f"{e}") from None
@@ -471,7 +471,7 @@ class LanguageIdentifier:
                                else None)
         self._k = max(config.alternatives + 1, 5)
         # Normalising a label costs more than predicting it; the model's label set is fixed, so do it once.
-        self._label_meaning = {label: normalize_label(label) for label in self.model.get_labels()}
+        self._label_meaning = {label: normalize_label(label) for label in self.model.labels() or ()}
 
     def identify(self, texts: Sequence[str]) -> list[LanguageGuess]:
         lines = [representative_slice(t or "", self.config.max_chars) for t in texts]
@@ -527,7 +527,10 @@ class LanguageIdentifier:
         script: Optional[str] = None
         meaning = self._label_meaning
         for label, probability in zip(labels, probabilities):
-            lang, label_script = meaning.get(label) or normalize_label(label)
+            known = meaning.get(label)
+            if known is None:  # a binding that could not list the labels up front: learn them as they come
+                known = meaning[label] = normalize_label(label)
+            lang, label_script = known
             if not scores:
                 script = label_script
             if lang not in scores:

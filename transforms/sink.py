@@ -25,7 +25,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from tailguard.transforms.document import ARROW_SCHEMA, DEAD_LETTER, DOCUMENT_SPLITS, REJECTED, to_arrow_table
+from tailguard.transforms.document import (ANCHOR_HOLDOUT, ARROW_SCHEMA, DEAD_LETTER, DOCUMENT_SPLITS, REJECTED, TRAIN,
+                                           to_arrow_table)
 from tailguard.transforms.settings import require
 
 STATS_DIR = "_stats"
@@ -260,6 +261,10 @@ def _rejection_key(doc: dict[str, Any]) -> str:
     return f"{doc.get('rejected_by')}.{doc.get('reject_reason')}"
 
 
+def _language_of(doc: dict[str, Any]) -> str:
+    return doc.get("lang") or "und"
+
+
 def _dead_letter_reason(record: dict[str, Any]) -> str:
     return record.get("reason") or "unknown"
 
@@ -316,6 +321,8 @@ class WriteSnapshot(beam.PTransform):
             docs = inputs[split]
             counts.append(_tally(docs, f"Split_{split}", "splits", split))
             counts.append(_tally_rows(docs, f"Rows_{split}", split))
+            if split in (TRAIN, ANCHOR_HOLDOUT):  # the dataset card's language tags
+                counts.append(_tally_by(docs, f"Languages_{split}", f"languages.{split}", _language_of))
             if split == REJECTED:
                 counts.append(_tally_by(docs, "Rejections", "rejected_by_reason", _rejection_key))
                 if not self.config.write_rejected:

@@ -37,6 +37,7 @@ from typing import Any, Literal, Optional, Sequence
 
 import apache_beam as beam
 
+from tailguard.transforms.fasttext_models import load_classifier
 from tailguard.transforms.settings import ConfigError, require, require_fraction
 from tailguard.transforms.stage import (Decision, KEEP, PassThrough, StageMetrics, StageOutputs, fixed_batches, route,
                               split_outputs, with_rejected_output)
@@ -252,8 +253,6 @@ class SyntheticDetector:
     """Everything the stage loads once per worker: the classifier, the combiner and the word lists."""
 
     def __init__(self, model_dir: Path | str = MODELS_DIR):
-        import fasttext
-
         model_dir = Path(model_dir)
         self.model_dir = model_dir
         self.lexicons = SignalLexicons.load(model_dir)
@@ -261,7 +260,7 @@ class SyntheticDetector:
         data = json.loads(combiner_path.read_text(encoding="utf-8"))
         self.combiner = Combiner.from_json(data)
         model_path = model_dir / data.get("fasttext_model", FASTTEXT_FILE)
-        self.classifier = fasttext.load_model(str(model_path))
+        self.classifier = load_classifier(str(model_path))
         digest = hashlib.sha256(model_path.read_bytes() + combiner_path.read_bytes()).hexdigest()[:8]
         self.name = f"{data['name']}/{data['version']}+{digest} ({self.lexicons.version})"
 
