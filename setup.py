@@ -24,6 +24,8 @@ INSTALL_REQUIRES = [
     "lingua-language-detector>=2.1.1,<3",
     # Plots of the collapse-risk report (pipelines/report.py), drawn with the Agg backend (no display).
     "matplotlib>=3.8,<4",
+    # The report's HTML is a template file (pipelines/templates/report.html.j2), autoescaped.
+    "jinja2>=3.1,<4",
 ]
 
 EXTRAS = {
@@ -66,7 +68,8 @@ setup(
     # One importable name, `tailguard`; its two subpackages stay at the top of the repository.
     packages=["tailguard", "tailguard.pipelines", "tailguard.transforms"],
     package_dir={"tailguard": "tailguard", "tailguard.pipelines": "pipelines", "tailguard.transforms": "transforms"},
-    package_data={"tailguard": ["py.typed"], "tailguard.transforms": ["models/*", "langid_data/*"]},
+    package_data={"tailguard": ["py.typed"], "tailguard.pipelines": ["templates/*"],
+                  "tailguard.transforms": ["models/*", "langid_data/*"]},
     include_package_data=False,
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,

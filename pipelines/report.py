@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import html
 import io
 import json
 import logging
@@ -229,6 +228,8 @@ def write_report(snapshot_dir: str, previous: Optional[int] = None, config: Opti
         "history": history,
         "drift": flags,
         "sampling": _sampling_statement(metrics, config),
+        # What the run found wrong with its inputs or settings (no anchors, missing timestamps, ...).
+        "warnings": list(manifest.get("warnings") or []),
     }
     plots = render_plots(report, config)
     for name, png in plots.items():
@@ -412,13 +413,14 @@ def render_plots(report: dict[str, Any], config: ReportConfig) -> dict[str, byte
 
 
 def _fmt(value: Any) -> str:
+    """Numbers as the report shows them; the template escapes the result."""
     if value is None:
         return "–"
     if isinstance(value, float):
         return f"{value:,.4f}" if abs(value) < 1000 else f"{value:,.0f}"
     if isinstance(value, int):
         return f"{value:,}"
-    return html.escape(str(value))
+    return str(value)
 
 
 _CAPTIONS = {
@@ -430,77 +432,39 @@ _CAPTIONS = {
     "diversity.png": "Diversity and tail metrics of train against the input.",
     "trends.png": "Each train metric across snapshots, oldest first.",
 }
+TEMPLATE = "report.html.j2"
+
+
+def _template():
+    import jinja2
+
+    environment = jinja2.Environment(loader=jinja2.PackageLoader("tailguard.pipelines", "templates"),
+                                     autoescape=True, trim_blocks=True, lstrip_blocks=True,
+                                     undefined=jinja2.StrictUndefined)
+    return environment.get_template(TEMPLATE)
 
 
 def render_html(report: dict[str, Any], plots: dict[str, bytes]) -> str:
-    """One file, no external resources: plots are inlined as data URIs."""
-    values = report["trend_values"]
+    """One file, no external resources: plots are inlined as data URIs (templates/report.html.j2)."""
     sampling = report["sampling"]
     vocabulary = report["metrics"].get("vocabulary") or {}
     sample = report["metrics"]["sample"]
-    rows = []
-    for label, key, source in (
+    diversity_rows = [
+        (label, (source.get(INPUT) or {}).get(key), (source.get(TRAIN) or {}).get(key))
+        for label, key, source in (
             [("unigram entropy (bits)", "unigram_entropy", vocabulary), ("Zipf tail mass", "tail_mass", vocabulary),
              ("rare-vocabulary coverage", "rare_vocabulary_coverage", vocabulary),
              ("compression ratio (sampled)", "compression_ratio", sample)]
-            + [(f"distinct-{n} (sampled)", f"distinct_{n}", sample) for n in NGRAM_ORDERS]):
-        rows.append(f"<tr><td>{label}</td><td>{_fmt((source.get(INPUT) or {}).get(key))}</td>"
-                    f"<td>{_fmt((source.get(TRAIN) or {}).get(key))}</td></tr>")
-    if report["drift"]:
-        items = "".join(
-            f"<li><b>{html.escape(f['metric'])}</b> {'rose' if f['direction'] == 'rise' else 'fell'} "
-            f"{_fmt(abs(f['change']))} against the {f['against']} snapshot ({html.escape(f['against_run_id'])}: "
-            f"{_fmt(f['from'])} → {_fmt(f['to'])}); bound {_fmt(f['bound'])}</li>" for f in report["drift"])
-        drift = f'<div class="flag"><h2>Drift beyond bounds</h2><ul>{items}</ul></div>'
-    elif len(report["history"]) >= 2:
-        drift = (f'<div class="ok">No metric moved beyond its drift bound over {len(report["history"])} '
-                 "snapshots.</div>")
-    else:
-        drift = '<div class="ok">No earlier snapshot: trends start with this one.</div>'
-    summary = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in sorted(values.items()))
-    figures = "".join(
-        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode("ascii")}">'
-        f"<figcaption>{_CAPTIONS.get(name, '')}</figcaption></figure>"
-        for name, png in sorted(plots.items(), key=lambda kv: list(_CAPTIONS).index(kv[0])))
+            + [(f"distinct-{n} (sampled)", f"distinct_{n}", sample) for n in NGRAM_ORDERS])]
+    figures = [(name, "data:image/png;base64," + base64.b64encode(png).decode("ascii"), _CAPTIONS.get(name, ""))
+               for name, png in sorted(plots.items(), key=lambda kv: list(_CAPTIONS).index(kv[0]))]
     sample_note = " ".join(
         f"{view}: {sampling[view]['documents']:,} of {sampling[view]['of_documents']:,} documents "
         f"({sampling[view]['tokens']:,} words)." for view in (INPUT, TRAIN))
-    missing_rejected = "" if report["rejected_written"] else (
-        "<p><b>Note:</b> this snapshot did not write rejected documents (sink.write_rejected: false); "
-        "the input view holds train and anchor_holdout only.</p>")
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<title>tailguard collapse-risk report: {html.escape(report['run_id'])}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 1250px; color: #222; }}
-table {{ border-collapse: collapse; margin: 1em 0; }} td, th {{ border: 1px solid #ccc; padding: 3px 10px; }}
-td:nth-child(n+2) {{ text-align: right; }} figure {{ margin: 1.5em 0; }} img {{ max-width: 100%; }}
-.flag {{ background: #fde0dc; border-left: 6px solid #d62728; padding: 0.5em 1em; }}
-.ok {{ background: #e3f4e1; border-left: 6px solid #2ca02c; padding: 0.5em 1em; }}
-.cols {{ display: flex; gap: 3em; flex-wrap: wrap; }}
-</style></head>
-<body data-images-loaded="pending">
-<h1>Collapse-risk report — snapshot {html.escape(report['run_id'])}</h1>
-<p>Snapshot <code>{html.escape(report['snapshot'])}</code>, generated {html.escape(report['generated_at'])}.
-<b>Input</b> = every document that entered curation (train + anchor_holdout + rejected); <b>train</b> = what a
-model will be trained on.</p>
-{missing_rejected}
-{drift}
-<div class="cols">
-<div><h2>Diversity and tail</h2><table><tr><th>metric</th><th>input</th><th>train</th></tr>{''.join(rows)}</table>
-<p>Sampled metrics use a hash-chosen sample — {html.escape(sample_note)}</p></div>
-<div><h2>Tracked train figures</h2><table><tr><th>metric</th><th>value</th></tr>{summary}</table></div>
-</div>
-{figures}
-<script>
-window.addEventListener("load", function () {{
-  var images = document.images, loaded = 0;
-  for (var i = 0; i < images.length; i++) {{ if (images[i].complete && images[i].naturalWidth > 0) loaded++; }}
-  document.body.setAttribute("data-images-loaded", loaded + "/" + images.length);
-}});
-</script>
-</body></html>
-"""
+    return _template().render(
+        report=report, fmt=_fmt, diversity_rows=diversity_rows, figures=figures, sample_note=sample_note,
+        tracked=sorted(report["trend_values"].items()), verdict=report.get("verdict"),
+        warnings=report.get("warnings") or [])
 
 
 # --------------------------------------------------------------------------------------------------- command line

@@ -28,12 +28,14 @@ CONFIG = str(EXAMPLES / "curate.yaml")
 def write_snapshot(root, run_id, docs, previous=None, weights=None):
     """A published snapshot as the sink and publish lay it out: split folders of Parquet, then the manifest."""
     run_dir = root / run_id
+    files = []
     for split in ("train", "anchor_holdout", "rejected"):
         members = sorted((d for d in docs if d["split"] == split), key=lambda d: d["doc_id"])
-        write_parquet(str(run_dir / split / shard_name(0, 1, "parquet")), split, members, documents_table,
-                      documents_table([]).schema, SinkConfig())
+        info = write_parquet(str(run_dir / split / shard_name(0, 1, "parquet")), split, members, documents_table,
+                             documents_table([]).schema, SinkConfig())
+        files.append(dict(info, path=f"{split}/{shard_name(0, 1, 'parquet')}"))
     manifest = {"run_id": run_id, "previous": str(previous) if previous else None, "weights": weights,
-                "config": {"sink": {"write_rejected": True}}}
+                "config": {"sink": {"write_rejected": True}}, "files": files}
     (run_dir / "manifest.json").write_text(json.dumps(manifest))
     return run_dir
 
@@ -228,3 +230,13 @@ def test_report_of_a_curated_run_and_an_incremental_second_run(tmp_path):
         shot, dom = render_in_chromium(tmp_path / "n2" / "report" / "report.html", tmp_path)
         n = len(second["plots"])
         assert f'data-images-loaded="{n}/{n}"' in dom
+
+
+def test_the_html_template_shows_warnings_and_the_verdict_escaped(fixture_reports):
+    _, _, single, _ = fixture_reports
+    page = report.render_html(dict(single, warnings=["no anchors: set <anchors.cutoff>"],
+                                   verdict={"at_risk": True, "line": "anchor share 0.01 < 0.2"}), {})
+    assert "no anchors: set &lt;anchors.cutoff&gt;" in page and "<anchors.cutoff>" not in page
+    assert 'class="flag" id="verdict"' in page and "anchor share 0.01 &lt; 0.2" in page
+    quiet = report.render_html(dict(single, warnings=[], verdict=None), {})
+    assert 'id="verdict"' not in quiet and "Warning:" not in quiet
