@@ -560,8 +560,11 @@ def read_text_file(stream: BinaryIO, uri: str, source: SourceConfig, config: Ing
 
 
 # Leading bytes of each container, to tell a mislabelled file from a corrupt one before decoding it.
-_MAGIC = {"gzip": (b"\x1f\x8b",), "zstd": (b"\x28\xb5\x2f\xfd",) + tuple(bytes([b, 0x2a, 0x4d, 0x18]) for b in range(0x50, 0x60)),
-          "parquet": (b"PAR1",)}
+_MAGIC = {
+    "gzip": (b"\x1f\x8b\x08",),  # the magic number and the only compression method gzip defines (deflate)
+    "zstd": (b"\x28\xb5\x2f\xfd",) + tuple(bytes([b, 0x2a, 0x4d, 0x18]) for b in range(0x50, 0x60)),  # + skippable
+    "parquet": (b"PAR1",),
+}
 _EXPECTED_CONTAINER = {"jsonl.gz": "gzip", "jsonl.zst": "zstd"}
 
 
