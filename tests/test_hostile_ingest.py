@@ -368,3 +368,9 @@ def regression_inputs():
 @pytest.mark.parametrize("fmt,path", regression_inputs(), ids=lambda v: getattr(v, "name", v))
 def test_fuzzer_findings_stay_fixed(fmt, path):
     assert check(fmt, path.read_bytes()) >= 1
+
+
+def test_the_readme_lists_every_dead_letter_reason():
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Dead letters and repairs"):readme.index("### Common corpus formats")]
+    assert [r for r in DEAD_LETTER_REASONS if f"| `{r}` |" not in section] == []
