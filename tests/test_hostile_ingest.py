@@ -28,6 +28,8 @@ from tests.fuzz.readers import FORMATS, check
 
 GOOD = "A perfectly ordinary line of human prose that is long enough to pass the length filter."
 SCALE = int(os.environ.get("TAILGUARD_HYPOTHESIS_SCALE", "1"))
+# The campaign's record count: each generated file appends its number of lines here when set.
+RECORD_LOG = os.environ.get("TAILGUARD_HYPOTHESIS_RECORD_LOG")
 REGRESSIONS = Path(__file__).parent / "fuzz" / "regressions"
 
 
@@ -188,7 +190,8 @@ def test_mislabelled_files_are_one_dead_letter_saying_what_they_are(name, blob, 
 
 
 def test_sniffing_names_each_container():
-    assert sniff(b"\x1f\x8b\x08\x00") == "gzip" and sniff(b"\x1f\x8b\x07") is None and sniff(b"\x28\xb5\x2f\xfd") == "zstd"
+    assert sniff(b"\x1f\x8b\x08\x00") == "gzip" and sniff(b"\x1f\x8b\x07") is None
+    assert sniff(b"\x28\xb5\x2f\xfd") == "zstd"
     assert sniff(b"\x50\x2a\x4d\x18") == "zstd"  # a skippable frame
     assert sniff(b"PAR1") == "parquet" and sniff(b'{"text"') is None
     assert mislabelled("jsonl", b'{"te') is None and mislabelled("parquet", b"\x1f\x8b") is None
@@ -324,7 +327,7 @@ FIELD_NAMES = st.sampled_from(["text", "raw_content", "id", "doc_id", "url", "ti
 
 
 def _escaped_surrogate(draw_text: str) -> bytes:
-    return b'{"text": "' + draw_text.encode("ascii", "backslashreplace") + b'\\udc80"}'
+    return b'{"text": "' + json.dumps(draw_text)[1:-1].encode() + b'\\udc80"}'
 
 
 LINES = st.one_of(
@@ -346,6 +349,9 @@ LINES = st.one_of(
                                                                            HealthCheck.data_too_large])
 def test_every_generated_line_is_exactly_one_document_or_dead_letter(lines, corpus_format):
     blob = b"\n".join(lines) + b"\n"
+    if RECORD_LOG:
+        with open(RECORD_LOG, "a") as log:
+            log.write(f"{len(lines)}\n")
     docs, dead = read("g.jsonl", blob, IngestConfig(format=corpus_format))
     records = [i for i, line in enumerate(lines) if line.strip()]
     if sniff(blob[:8]) in ("gzip", "zstd"):  # a plain file that starts like a compressed one

@@ -271,14 +271,26 @@ def _micros(moment: dt.datetime) -> int:
 
 def lookup(record: dict, dotted: str) -> tuple[bool, Any]:
     """``(found, value)`` for a top-level or dotted nested field."""
-    if dotted in record:
-        return True, record[dotted]
-    node: Any = record
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False, None
-        node = node[part]
-    return True, node
+    value = field_value(record, dotted)
+    return (False, None) if value is _MISSING else (True, value)
+
+
+_MISSING = object()
+
+
+def field_value(record: dict, dotted: str) -> Any:
+    """The value of a top-level or dotted nested field, or ``_MISSING`` (a dict lookup for undotted names: this
+    runs a dozen times per record when the format's names are tried)."""
+    value = record.get(dotted, _MISSING)
+    if value is _MISSING and "." in dotted:
+        value = record
+        for part in dotted.split("."):
+            if not isinstance(value, dict):
+                return _MISSING
+            value = value.get(part, _MISSING)
+            if value is _MISSING:
+                break
+    return value
 
 
 class BadRecord(Exception):
@@ -330,13 +342,12 @@ def document_from_record(record: Any, source: SourceConfig, uri: str, offset: in
     return make_document(text, source, uri, offset, timestamp, record_id, url)
 
 
-_MISSING = object()
-
-
 def _first_found(record: dict, names: tuple[str, ...]) -> Any:
     for name in names:
-        found, value = lookup(record, name)
-        if found:
+        value = record.get(name, _MISSING)
+        if value is _MISSING and "." in name:
+            value = field_value(record, name)
+        if value is not _MISSING:
             return value
     return _MISSING
 
@@ -346,8 +357,10 @@ def _recognised_timestamp(record: dict, candidates: tuple[tuple[str, str], ...],
     """The first recognised timestamp field that parses; with ``compare``, counts disagreement with a later one."""
     chosen = None
     for name, fmt in candidates:
-        found, raw = lookup(record, name)
-        if not found or raw is None or raw == "":
+        raw = record.get(name, _MISSING)
+        if raw is _MISSING and "." in name:
+            raw = field_value(record, name)
+        if raw is _MISSING or raw is None or raw == "":
             continue
         try:
             value = parse_timestamp(raw, fmt)
@@ -432,6 +445,10 @@ def _bounded_lines(stream: BinaryIO, limit: int) -> Iterator[tuple[bytes, bool]]
 
 
 _UTF8_BOM = b"\xef\xbb\xbf"
+# strict=False: a raw tab, CR or other control character inside a string is accepted (JSON forbids it, but real
+# exports have them); normalisation removes all but tab/newline and counts them. One decoder for all records:
+# json.loads(..., strict=False) would build a new one per call.
+_JSON = json.JSONDecoder(strict=False)
 
 
 def _record_item(line: bytes, uri: str, offset: int, source: SourceConfig, config: IngestConfig,
@@ -445,9 +462,7 @@ def _record_item(line: bytes, uri: str, offset: int, source: SourceConfig, confi
     except UnicodeDecodeError as e:
         return _dead(uri, offset, "invalid_utf8", str(e), line, source.name, excerpt)
     try:
-        # strict=False: a raw tab, CR or other control character inside a string is accepted (JSON forbids it,
-        # but real exports have them); normalisation removes all but tab/newline and counts them.
-        record = json.loads(decoded, strict=False)
+        record = _JSON.decode(decoded)
     except RecursionError:
         return _dead(uri, offset, "too_deep", "JSON nested deeper than the decoder's recursion limit", line,
                      source.name, excerpt)
@@ -626,13 +641,12 @@ def read_file(uri: str, config: IngestConfig, opener=None) -> Iterator[Item]:
             reader = read_jsonl(_zstd_stream(stream), uri, source, config, fixed_timestamp)
         else:
             reader = read_jsonl(stream, uri, source, config, fixed_timestamp)
-        next_offset = 0
+        item = None
         try:
             for item in reader:
-                record = item.document or item.dead
-                next_offset = record["source_offset"] + 1
                 yield item
         except Exception as e:  # readers catch what they foresee; this keeps a file from failing the run
+            next_offset = 0 if item is None else (item.document or item.dead)["source_offset"] + 1
             yield _dead(uri, next_offset, "unreadable_record", f"{type(e).__name__}: {e}", None, source.name)
 
 

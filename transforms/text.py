@@ -39,15 +39,17 @@ _SURROGATE_RE = re.compile("[\ud800-\udfff]")
 def normalize_text(text: str) -> tuple[str, str]:
     """Return ``(normalised_text, what_changed)``.
 
-    Steps: unpaired surrogates replaced by U+FFFD; Unicode NFC; remove control and invisible format characters (keeping tab/newline); unify line
-    endings; collapse runs of spaces and of blank lines; strip. ``what_changed`` is ``none`` or the
-    ``;``-joined list of steps that changed something, so a reader can see how far the stored text is from
-    the source bytes.
+    Steps: unpaired surrogates replaced by U+FFFD; Unicode NFC; remove control and invisible format characters
+    (keeping tab/newline); unify line endings; collapse runs of spaces and of blank lines; strip.
+    ``what_changed`` is ``none`` or the ``;``-joined list of steps that changed something, so a reader can see
+    how far the stored text is from the source bytes.
     """
     steps = []
     if not text.isascii():
-        text, n_surrogates = _SURROGATE_RE.subn("\ufffd", text)
-        if n_surrogates:
+        try:
+            text.encode("utf-8")  # ~5x faster than searching for a surrogate, and almost every text has none
+        except UnicodeEncodeError:
+            text, n_surrogates = _SURROGATE_RE.subn("\ufffd", text)
             steps.append(f"surrogates_replaced={n_surrogates}")
     nfc = unicodedata.normalize("NFC", text)
     if nfc != text:
