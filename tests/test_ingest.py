@@ -299,11 +299,13 @@ def test_ingest_counts_documents_without_timestamps_and_disagreements(tmp_path, 
     from apache_beam.metrics.metric import MetricsFilter
 
     records = [C4, {"text": GOOD}, {"text": GOOD + " 2"}, {**C4, "date": "2001-01-01"}]
-    (tmp_path / "mixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (tmp_path / "mixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records)
+                                          + '{"text": "lone \\ud800 and NUL \\u0000"}\n')
     pipeline = beam_pipeline()
     _ = pipeline | Ingest(IngestConfig(min_chars=1), [str(tmp_path / "*.jsonl")])
     result = pipeline.run()
     result.wait_until_finish()
     counters = {c.key.metric.name: c.committed
                 for c in result.metrics().query(MetricsFilter().with_namespace("ingest"))["counters"]}
-    assert counters["no_timestamp"] == 2 and counters["timestamp_fields_disagree"] == 1
+    assert counters["no_timestamp"] == 3 and counters["timestamp_fields_disagree"] == 1
+    assert counters["surrogates_replaced"] == 1 and counters["control_removed"] == 1

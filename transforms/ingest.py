@@ -159,6 +159,8 @@ DISAGREE_AFTER_US = 86_400 * 1_000_000
 NO_TIMESTAMP = "no_timestamp"
 TIMESTAMPS_DISAGREE = "timestamp_fields_disagree"
 TIMESTAMP_UNPARSEABLE = "recognised_timestamp_unparseable"
+# Normalisation steps that are repairs of a defect, counted per document (ingest counters of the same name).
+REPAIRS = ("surrogates_replaced", "control_removed")
 
 
 # --------------------------------------------------------------------------------------------------- pure logic
@@ -766,6 +768,8 @@ class ReadRecordsFn(beam.DoFn):
                 self.metrics.count(f"dead_letter.{item.dead['reason']}")
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, item.dead)
                 continue
+            if item.document["normalization"] != "none":
+                self._count_repairs(item.document["normalization"])
             verdict = length_verdict(item.document, self.config)
             if verdict is None:
                 self.metrics.kept()
@@ -773,6 +777,14 @@ class ReadRecordsFn(beam.DoFn):
             else:
                 self.metrics.rejected(verdict[0])
                 yield beam.pvalue.TaggedOutput(REJECTED, mark_rejected(item.document, STAGE, *verdict))
+
+
+    def _count_repairs(self, normalization: str) -> None:
+        """Documents whose text was repaired rather than dead-lettered (see the module docstring)."""
+        for step in normalization.split(";"):
+            name = step.partition("=")[0]
+            if name in REPAIRS:
+                self.metrics.count(name)
 
 
 class Ingest(beam.PTransform):
