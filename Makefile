@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test install bench clean chromium
+.PHONY: demo test install bench clean chromium fuzz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,14 @@ chromium:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "chromium is not installed and this is not root with apt-get: the report's browser test will skip"; fi
+
+# Coverage-guided fuzzing of the five ingest readers, FUZZ_SECONDS each, one after another at the lowest
+# priority; crash inputs and the report land in FUZZ_OUT (copy findings to tests/fuzz/regressions/<format>/).
+FUZZ_SECONDS ?= 600
+FUZZ_OUT ?= out/fuzz
+fuzz: install
+	$(BIN)/python -m pip install --quiet -e '.[fuzz]'
+	nice -n 19 $(BIN)/python tests/fuzz/campaign.py --seconds $(FUZZ_SECONDS) --out $(FUZZ_OUT)
 
 bench: install
 	$(BIN)/python benchmarks/throughput.py

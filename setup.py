@@ -48,6 +48,14 @@ EXTRAS = {
         "mlcroissant>=1.0.17,<2",
         "build>=1.2,<2",
         "uv>=0.4",
+        # Property-based tests of the record parser and every stage's pure functions (tests/test_hostile_*.py,
+        # tests/test_properties_stages.py).
+        "hypothesis>=6.100,<7",
+    ],
+    # Coverage-guided fuzzing of the ingest readers (tests/fuzz/, `make fuzz`); a binary wheel for CPython 3.11
+    # x86-64, kept out of `test` because only `make fuzz` needs it (the regression inputs replay without it).
+    "fuzz": [
+        "atheris>=2.3,<4",
     ],
     # The nightly DAG (deploy/airflow): co-installs with apache-beam 2.77 in one venv (pip check clean); the
     # Beam provider imports the Google provider even for the DirectRunner.

@@ -272,6 +272,7 @@ def publish(*, output: str, run_dir: str, run_id: str, sink: SinkConfig, resolve
             "python": platform.python_version(),
         },
     }
+    manifest["warnings"] = run_warnings(manifest)
     shortfall = _anchor_shortfall(manifest["weights"])
     if not balance["reconciled"] or file_mismatches or shortfall:
         manifest["status"] = "failed"
@@ -293,6 +294,38 @@ def write_card(run_dir: str, manifest: dict[str, Any], report: Optional[str]) ->
         writer = _atomic_write(join(run_dir, name), lambda stream, data=payload: stream.write(data))
         written[name] = {"bytes": writer.size, "sha256": writer.sha256.hexdigest()}
     return written
+
+
+def run_warnings(manifest: dict[str, Any]) -> list[str]:
+    """What a user should fix although the run succeeded, each naming the setting to change."""
+    warnings = []
+    ingest = manifest.get("stage_counters", {}).get("ingest", {})
+    documents = ingest.get("in", 0) - sum(n for k, n in ingest.items() if k.startswith("dead_letter."))
+    undated = ingest.get("no_timestamp", 0)
+    if documents > 0 and undated * 2 > documents:
+        warnings.append(
+            f"most documents have no timestamp ({undated:,} of {documents:,}): no field of the input was "
+            f"recognised as one -- set ingest.sources[].timestamp_field (or a fixed ingest.sources[].timestamp), "
+            f"or ingest.format for a known corpus layout; without it anchors come only from verified tags")
+    disagree = ingest.get("timestamp_fields_disagree", 0)
+    if disagree:
+        warnings.append(f"{disagree:,} documents have two recognised timestamp fields that disagree; the first "
+                        f"documented one was used (README, 'Common corpus formats'), or map "
+                        f"ingest.sources[].timestamp_field explicitly")
+    config = manifest.get("config") or {}
+    anchors_config = config.get("anchors") or {}
+    if anchors_config.get("enabled", True) and manifest["counts"]["out_total"] > 0:
+        weights = manifest.get("weights") or {}
+        anchors = manifest["counts"]["out"].get(ANCHOR_HOLDOUT, 0) + (
+            weights["train_anchors"] if "train_anchors" in weights
+            else manifest.get("stage_counters", {}).get("anchors", {}).get("anchors", 0))
+        if anchors == 0:
+            warnings.append(
+                f"no document became an anchor: none is from a source tagged "
+                f"{anchors_config.get('verified_tags', ['verified_human'])} (ingest.sources[].tags) or has a "
+                f"source_timestamp before anchors.cutoff ({anchors_config.get('cutoff')}); set "
+                f"ingest.sources[].tags or timestamps (ingest.sources[].timestamp_field, ingest.format)")
+    return warnings
 
 
 def print_summary(manifest: dict[str, Any], run_dir: str, out=sys.stdout) -> None:
@@ -317,6 +350,15 @@ def print_summary(manifest: dict[str, Any], run_dir: str, out=sys.stdout) -> Non
         print(line(row[:5]) + "  " + row[5][0], file=out)
         for reason in row[5][1:]:
             print(" " * (sum(widths) + 2 * 5) + reason, file=out)
+    # The data-derived counts behind the balance, every reason itemised (stage counters may miss some).
+    for title, by_reason in (("rejected", manifest.get("rejected_by_reason") or {}),
+                             ("dead letters", manifest.get("dead_letter_by_reason") or {})):
+        if by_reason:
+            print("", file=out)
+            print(f"{title} by reason ({sum(by_reason.values()):,}):", file=out)
+            width = max(len(reason) for reason in by_reason)
+            for reason, n in sorted(by_reason.items(), key=lambda item: (-item[1], item[0])):
+                print(f"  {reason.ljust(width)}  {n:>10,}", file=out)
     balance = manifest["counts"]
     print("", file=out)
     print(f"balance: {balance['equation']}", file=out)
@@ -334,6 +376,8 @@ def print_summary(manifest: dict[str, Any], run_dir: str, out=sys.stdout) -> Non
               f"p10 {quantiles.get('p10', float('nan')):.3g}, "
               f"median {quantiles.get('p50', float('nan')):.3g}, p90 {quantiles.get('p90', float('nan')):.3g}, "
               f"in [{weights['min_weight']}, {weights['max_weight']}]", file=out)
+    for warning in manifest.get("warnings", []):
+        print(f"warning: {warning}", file=out)
     print(f"wall time: {manifest['wall_seconds']:.1f} s "
           f"({balance['in'] / max(manifest['wall_seconds'], 1e-9):,.0f} docs/s end to end)", file=out)
     print(f"snapshot: {run_dir}  (manifest.json written; LATEST -> {manifest['run_id']})", file=out)

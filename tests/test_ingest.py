@@ -197,3 +197,115 @@ def test_ingest_transform_reads_files_once_and_routes_every_record(tmp_path, bea
                     equal_to([("ingest", "too_short")]), label="rejected")
         assert_that(out.dead_letters | beam.Map(lambda d: (d["source_offset"], d["reason"])),
                     equal_to([(1, "malformed_json")]), label="dead")
+
+
+# ---------------------------------------------------------------------- common corpus formats (ingest.format)
+# Records shaped as each corpus publishes them (field names, nesting and value formats), with made-up text.
+
+C4 = {"text": "Beginners BBQ Class Taking Place in Missoula!\nDo you want to get better at making delicious BBQ?",
+      "timestamp": "2019-04-25T12:57:54Z", "url": "https://klyq.com/beginners-bbq-class-taking-place-in-missoula/"}
+DOLMA = {"id": "b2e5a6a3-5d1c-4f0e-9d5c-0c7e0f5a1e11", "text": "The Town Council met on Tuesday to discuss roads.",
+         "source": "common-crawl", "added": "2023-08-09T18:06:37.870Z", "created": "2020-02-14T08:31:02.000Z",
+         "metadata": {"url": "https://example.org/council/roads", "language": "en", "warc_date": "2020-02-14"},
+         "version": "v1.7"}
+FINEWEB = {"text": "How to plant tomatoes in a small garden. Start with a sunny spot.",
+           "id": "<urn:uuid:d2c2aa6c-7f71-4d3c-9bbf-2a0f6b8f8c11>", "dump": "CC-MAIN-2013-20",
+           "url": "http://garden.example.com/tomatoes", "date": "2013-05-18T05:48:54Z",
+           "file_path": "s3://commoncrawl/crawl-data/CC-MAIN-2013-20/segments/1368696381249/warc/"
+                        "CC-MAIN-20130516092621-00000-ip-10-60-113-184.ec2.internal.warc.gz",
+           "language": "en", "language_score": 0.9185, "token_count": 594}
+REDPAJAMA = {"text": "\\section{Introduction} We study the spectral gap of random regular graphs.",
+             "meta": {"timestamp": "2023-03-10T02:03:15", "yymm": "2303", "arxiv_id": "2303.05567",
+                      "language": "en", "url": "https://arxiv.org/abs/2303.05567"}}
+REDPAJAMA_V2 = {"url": "https://news.example.net/a/1", "date_download": "2023-06-04T11:24:51Z",
+                "digest": "sha1:4TGDNJUWNB2KFGSZ6B2SJXOP2MYUNJC7", "length": 63, "nlines": 1,
+                "source_domain": "news.example.net", "title": "A headline",
+                "raw_content": "A headline and the first paragraph of a news story, long enough.",
+                "cc_segment": "crawl-data/CC-MAIN-2023-14/segments/1679296943471.24/warc/x.warc.gz",
+                "original_nlines": 12, "original_length": 980, "line_ids": [0], "language": "en",
+                "language_score": 0.97}
+PILE = {"text": "It is done, and submitted. You can play Survival of the Tastiest on Android.",
+        "meta": {"pile_set_name": "Pile-CC"}}
+
+
+def iso_micros(text: str) -> int:
+    return parse_timestamp(text, "iso")
+
+
+@pytest.mark.parametrize("corpus_format,record,text,record_id,url,timestamp", [
+    ("c4", C4, C4["text"], None, C4["url"], "2019-04-25T12:57:54Z"),
+    ("dolma", DOLMA, DOLMA["text"], DOLMA["id"], DOLMA["metadata"]["url"], "2020-02-14T08:31:02Z"),
+    ("fineweb", FINEWEB, FINEWEB["text"], FINEWEB["id"], FINEWEB["url"], "2013-05-18T05:48:54Z"),
+    ("redpajama", REDPAJAMA, REDPAJAMA["text"], None, REDPAJAMA["meta"]["url"], "2023-03-10T02:03:15Z"),
+    ("redpajama", REDPAJAMA_V2, REDPAJAMA_V2["raw_content"], None, REDPAJAMA_V2["url"], "2023-06-04T11:24:51Z"),
+    ("pile", PILE, PILE["text"], None, None, None),
+])
+def test_common_corpus_formats_are_read_without_a_source_mapping(corpus_format, record, text, record_id, url,
+                                                                  timestamp):
+    for pinned in ("auto", corpus_format):
+        docs, dead = items_of("corpus.jsonl", json.dumps(record).encode() + b"\n", IngestConfig(format=pinned))
+        assert not dead, (pinned, dead)
+        doc = docs[0]
+        assert doc["text"] == text and doc.get("source_record_id") == record_id and doc.get("source_url") == url
+        assert doc.get("source_timestamp") == (iso_micros(timestamp) if timestamp else None)
+
+
+def test_fallback_timestamps_are_upper_bounds_used_only_alone():
+    only_dump = {k: v for k, v in FINEWEB.items() if k != "date"}
+    docs, _ = items_of("f.jsonl", json.dumps(only_dump).encode(), IngestConfig(format="fineweb"))
+    assert docs[0]["source_timestamp"] == iso_micros("2013-05-13")  # Monday of ISO week 20 of 2013
+    only_added = {k: v for k, v in DOLMA.items() if k != "created"}
+    docs, _ = items_of("d.jsonl", json.dumps(only_added).encode(), IngestConfig(format="dolma"))
+    assert docs[0]["source_timestamp"] == iso_micros("2023-08-09T18:06:37.870Z")
+
+
+def test_a_pinned_format_reads_only_its_own_names():
+    docs, _ = items_of("f.jsonl", json.dumps(FINEWEB).encode(), IngestConfig(format="c4"))
+    assert "source_timestamp" not in docs[0] and "source_record_id" not in docs[0]
+    docs, dead = items_of("r.jsonl", json.dumps(REDPAJAMA_V2).encode(), IngestConfig(format="c4"))
+    assert [d["reason"] for d in dead] == ["missing_text_field"]
+
+
+def test_disagreeing_timestamps_use_the_first_documented_and_are_counted():
+    record = {"text": GOOD, "timestamp": "2019-04-25T12:57:54Z", "date": "2021-01-01T00:00:00Z"}
+    items = list(read_file("x.jsonl", IngestConfig(), opener=lambda _: io.BytesIO(json.dumps(record).encode())))
+    assert items[0].document["source_timestamp"] == iso_micros("2019-04-25T12:57:54Z")
+    assert items[0].events == ("timestamp_fields_disagree",)
+    same_day = {"text": GOOD, "timestamp": "2019-04-25T12:57:54Z", "date": "2019-04-25"}
+    items = list(read_file("x.jsonl", IngestConfig(), opener=lambda _: io.BytesIO(json.dumps(same_day).encode())))
+    assert items[0].events == ()
+    items = list(read_file("x.jsonl", IngestConfig(), opener=lambda _: io.BytesIO(json.dumps({"text": GOOD}).encode())))
+    assert items[0].events == ("no_timestamp",)
+
+
+def test_an_explicit_source_mapping_wins_over_recognised_names():
+    source = SourceConfig(name="c4", match="*", text_field="text", timestamp_field="url")
+    docs, dead = items_of("c.jsonl", json.dumps(C4).encode(), IngestConfig(sources=[source]))
+    assert [d["reason"] for d in dead] == ["bad_timestamp"]  # mapped fields must parse; recognised ones need not
+    source = SourceConfig(name="fixed", match="*", timestamp="1990-01-01")
+    docs, _ = items_of("c.jsonl", json.dumps(C4).encode(), IngestConfig(sources=[source]))
+    assert docs[0]["source_timestamp"] == iso_micros("1990-01-01") and docs[0]["source_url"] == C4["url"]
+
+
+def test_an_unknown_ingest_format_is_a_config_error_naming_the_key():
+    from tailguard.pipelines.config import load_config
+
+    with pytest.raises(ConfigError, match="ingest.format"):
+        load_config(None, ["ingest.format=c5"])
+    assert load_config(None, ["ingest.format=dolma"]).ingest.format == "dolma"
+
+
+def test_ingest_counts_documents_without_timestamps_and_disagreements(tmp_path, beam_pipeline):
+    from apache_beam.metrics.metric import MetricsFilter
+
+    records = [C4, {"text": GOOD}, {"text": GOOD + " 2"}, {**C4, "date": "2001-01-01"}]
+    (tmp_path / "mixed.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records)
+                                          + '{"text": "lone \\ud800 and NUL \\u0000"}\n')
+    pipeline = beam_pipeline()
+    _ = pipeline | Ingest(IngestConfig(min_chars=1), [str(tmp_path / "*.jsonl")])
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = {c.key.metric.name: c.committed
+                for c in result.metrics().query(MetricsFilter().with_namespace("ingest"))["counters"]}
+    assert counters["no_timestamp"] == 3 and counters["timestamp_fields_disagree"] == 1
+    assert counters["surrogates_replaced"] == 1 and counters["control_removed"] == 1

@@ -42,6 +42,7 @@ FIELDS: tuple[Field, ...] = (
     Field("source_offset", pa.int64(), "ingest",
           "Position in the source: 0-based line for JSONL, row for Parquet, 0 for a whole .txt file."),
     Field("source_record_id", pa.string(), "ingest", "The record's own id field, when the source has one."),
+    Field("source_url", pa.string(), "ingest", "URL the text was fetched from, when the record names one."),
     Field("source_timestamp", pa.timestamp("us", tz="UTC"), "ingest",
           "When the text was written or published, when known (from the configured timestamp field or value). "
           "In records: integer microseconds since the Unix epoch, UTC."),

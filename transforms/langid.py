@@ -259,7 +259,8 @@ def _trim_to_words(window: str) -> str:
 
 
 def has_letters(text: str) -> bool:
-    return _LETTER_RE.search(text) is not None
+    # `[^\W\d_]` also matches numerals that are not decimal digits (¼, ², Roman numerals): confirm each hit.
+    return any(match.group().isalpha() for match in _LETTER_RE.finditer(text))
 
 
 # ----------------------------------------------------------------------------------------------------------
