@@ -457,8 +457,9 @@ def scale_one(n: int, mode: str = "in_memory") -> dict:
         docs = (p | beam.Create(shards) | beam.Reshuffle()
                 | beam.ParDo(_generate_dofn()))
         result = docs | NearDedup(DedupConfig())
+        named = {"kept": result.kept, "rejected": result.rejected, "index": result.extra["index"]}
         for name in ("kept", "rejected", "index"):
-            (getattr(result, name) | f"Count{name}" >> beam.combiners.Count.Globally()
+            (named[name] | f"Count{name}" >> beam.combiners.Count.Globally()
              | f"Store{name}" >> beam.Map(_dump, os.path.join(out_dir, name)))
     cpu = time.process_time() - cpu
     counts = {}

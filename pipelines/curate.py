@@ -30,7 +30,7 @@ from tailguard.transforms.ingest import Ingest
 from tailguard.transforms.langid import IdentifyLanguage
 from tailguard.transforms.rarity import RareContentWeights
 from tailguard.transforms.sink import CARRIED, INDEX_PREFIX, READ_PREFIX, STATS_PREFIX, WriteSnapshot
-from tailguard.transforms.stage import PassThrough
+from tailguard.transforms.stage import DEAD_LETTERS, INDEX, PassThrough
 from tailguard.transforms.synthetic import ScoreSynthetic
 from tailguard.transforms.weighting import BalanceWeights
 
@@ -54,9 +54,9 @@ class RunPaths:
 
 def build_pipeline(pipeline: beam.Pipeline, config: CurateConfig, inputs: list[str], paths: RunPaths) -> None:
     ingested = pipeline | "Ingest" >> Ingest(config.ingest, inputs)
-    rejected = [ingested.rejected]
+    rejected, dead_letters = [ingested.rejected], ingested.extra[DEAD_LETTERS]
 
-    languages = ingested.documents | "LanguageID" >> _enabled(config.langid, IdentifyLanguage)
+    languages = ingested.kept | "LanguageID" >> _enabled(config.langid, IdentifyLanguage)
     rejected.append(languages.rejected)
 
     scored = languages.kept | "SyntheticScoring" >> _enabled(config.synthetic, ScoreSynthetic)
@@ -69,7 +69,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: CurateConfig, inputs: list[s
             previous_index=paths.previous_index(DEDUP_INDEX) if paths.previous_dir else None,
             anchor_eligible=AnchorEligibility(config.anchors))
         rejected.append(deduplicated.rejected)
-        kept, indexes[DEDUP_INDEX] = deduplicated.kept, deduplicated.index
+        kept, indexes[DEDUP_INDEX] = deduplicated.kept, deduplicated.extra[INDEX]
 
     new = kept | "FirstPublished" >> beam.Map(_first_published_in, paths.run_id)
     if config.anchors.enabled:
@@ -92,10 +92,10 @@ def build_pipeline(pipeline: beam.Pipeline, config: CurateConfig, inputs: list[s
         ANCHOR_HOLDOUT: holdout | "AnchorHoldout" >> beam.Flatten(pipeline=pipeline)
                                 | "MarkHoldout" >> beam.Map(_in_split, ANCHOR_HOLDOUT),
         REJECTED: rejected | "AllRejected" >> beam.Flatten() | "MarkRejected" >> beam.Map(_in_split, REJECTED),
-        DEAD_LETTER: ingested.dead_letters,
-        f"{READ_PREFIX}documents": ingested.documents,
+        DEAD_LETTER: dead_letters,
+        f"{READ_PREFIX}documents": ingested.kept,
         f"{READ_PREFIX}rejected": ingested.rejected,
-        f"{READ_PREFIX}dead_letters": ingested.dead_letters,
+        f"{READ_PREFIX}dead_letters": dead_letters,
     }
     if carried:
         snapshot[CARRIED] = (carried[TRAIN], carried[ANCHOR_HOLDOUT]) | "AllCarried" >> beam.Flatten()

@@ -24,6 +24,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 from datasketch import MinHashLSH
 
+from tailguard.transforms.stage import INDEX
 from tailguard.transforms.components import ConnectedComponents, star_label
 from tailguard.transforms.dedup import (
     INDEX_SCHEMA,
@@ -293,8 +294,9 @@ def run_stage(docs, config=SCENARIO_CONFIG, options=None, previous_index=None, a
     with beam.Pipeline(runner="FnApiRunner", options=options) as p:
         result = p | beam.Create(docs) | NearDedup(config, previous_index=previous_index,
                                                    anchor_eligible=anchor_eligible)
+        named = {"kept": result.kept, "rejected": result.rejected, "index": result.extra[INDEX]}
         for name in ("kept", "rejected", "index"):
-            (getattr(result, name) | f"All{name}" >> beam.combiners.ToList()
+            (named[name] | f"All{name}" >> beam.combiners.ToList()
              | f"Dump{name}" >> beam.Map(_dump, os.path.join(out_dir, name)))
     outputs = []
     for name in ("kept", "rejected", "index"):

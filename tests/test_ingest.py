@@ -16,6 +16,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from tailguard.transforms.ingest import (IngestConfig, SourceConfig, check_inputs, document_from_record, format_of,
                                Ingest, length_verdict, parse_timestamp, read_file, source_for)
 from tailguard.transforms.settings import ConfigError
+from tailguard.transforms.stage import DEAD_LETTERS
 from tailguard.transforms.text import doc_id_for, normalize_text
 
 GOOD = "A perfectly ordinary line of human prose that is long enough to pass the length filter."
@@ -191,11 +192,11 @@ def test_ingest_transform_reads_files_once_and_routes_every_record(tmp_path, bea
     (tmp_path / "b.txt").write_text(GOOD + " (b)")
     with beam_pipeline() as p:
         out = p | Ingest(IngestConfig(), [str(tmp_path / "*"), str(tmp_path / "a.*")])
-        assert_that(out.documents | beam.Map(lambda d: (d["source"], d["source_offset"])),
+        assert_that(out.kept | beam.Map(lambda d: (d["source"], d["source_offset"])),
                     equal_to([("a", 0), ("b", 0)]), label="documents")
         assert_that(out.rejected | beam.Map(lambda d: (d["rejected_by"], d["reject_reason"])),
                     equal_to([("ingest", "too_short")]), label="rejected")
-        assert_that(out.dead_letters | beam.Map(lambda d: (d["source_offset"], d["reason"])),
+        assert_that(out.extra[DEAD_LETTERS] | beam.Map(lambda d: (d["source_offset"], d["reason"])),
                     equal_to([(1, "malformed_json")]), label="dead")
 
 

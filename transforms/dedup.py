@@ -84,10 +84,11 @@ from tailguard.transforms.minhash import (
     sketch_jaccard,
 )
 from tailguard.transforms.settings import ConfigError, require, require_fraction
-from tailguard.transforms.stage import KEPT, REJECTED, StageMetrics, fixed_batches, mark_rejected
+from tailguard.transforms.stage import (INDEX, KEPT, REJECTED, StageMetrics, StageOutputs, fixed_batches, mark_rejected,
+                                        no_rejections)
 
 __all__ = [
-    "DedupConfig", "DedupOutputs", "NearDedup", "INDEX_SCHEMA", "load_lean_minhashes", "rank_key",
+    "DedupConfig", "NearDedup", "INDEX_SCHEMA", "load_lean_minhashes", "rank_key",
     "candidate_pairs", "lsh_parameters",
 ]
 
@@ -286,12 +287,6 @@ def candidate_pairs(members: Iterable[tuple[bytes, bool]], max_bucket_pairs: int
 
 
 # --- Beam wiring ---------------------------------------------------------------------------------------------
-
-class DedupOutputs(NamedTuple):
-    kept: beam.PCollection
-    rejected: beam.PCollection
-    index: beam.PCollection
-
 
 class NodeEvidence(NamedTuple):
     """What one record (or one previous-index row) says about its doc_id's node."""
@@ -629,7 +624,7 @@ def _verification_payload(node, sketch_mode: bool):
 
 
 class NearDedup(beam.PTransform):
-    """Documents -> ``DedupOutputs(kept, rejected, index)``; see the module docstring."""
+    """Documents -> ``StageOutputs(kept, rejected, {INDEX: index records})``; see the module docstring."""
 
     def __init__(self, config: DedupConfig, previous_index: Optional[str] = None,
                  anchor_eligible: Optional[Callable[[dict], bool]] = None):
@@ -657,7 +652,7 @@ class NearDedup(beam.PTransform):
         config = self._config
         previous = self._read_previous_index(docs.pipeline)
         if not config.enabled:
-            return DedupOutputs(docs, docs.pipeline | "NoRejections" >> beam.Create([]), previous)
+            return StageOutputs(docs, no_rejections(docs.pipeline), {INDEX: previous})
         bands, rows = lsh_parameters(config)
 
         record_evidence = (
@@ -714,4 +709,4 @@ class NearDedup(beam.PTransform):
                 REJECTED, main=KEPT)
         )
         index = (previous, members[_JoinLabels.INDEX]) | "CumulativeIndex" >> beam.Flatten()
-        return DedupOutputs(routed[KEPT], routed[REJECTED], index)
+        return StageOutputs(routed[KEPT], routed[REJECTED], {INDEX: index})

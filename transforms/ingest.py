@@ -41,7 +41,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from tailguard.transforms.document import dead_letter
 from tailguard.transforms.settings import ConfigError, require
-from tailguard.transforms.stage import KEPT, REJECTED, StageMetrics, mark_rejected
+from tailguard.transforms.stage import DEAD_LETTERS, KEPT, REJECTED, StageMetrics, StageOutputs, mark_rejected
 from tailguard.transforms.text import doc_id_for, normalize_text, printable_excerpt, repair_surrogates
 
 STAGE = "ingest"
@@ -742,12 +742,6 @@ def _zstd_stream(raw: BinaryIO) -> BinaryIO:
 # --------------------------------------------------------------------------------------------------- Beam wiring
 
 
-class IngestOutputs(NamedTuple):
-    documents: beam.PCollection
-    rejected: beam.PCollection
-    dead_letters: beam.PCollection
-
-
 class ReadRecordsFn(beam.DoFn):
     """One input file in, its documents / rejected documents / dead letters out."""
 
@@ -806,7 +800,7 @@ class Ingest(beam.PTransform):
         read = files | "ReadRecords" >> beam.ParDo(ReadRecordsFn(self.config)).with_outputs(
             REJECTED, DEAD_LETTER, main=KEPT)
         documents = read[KEPT] | "SpreadDocuments" >> beam.Reshuffle()
-        return IngestOutputs(documents, read[REJECTED], read[DEAD_LETTER])
+        return StageOutputs(documents, read[REJECTED], {DEAD_LETTERS: read[DEAD_LETTER]})
 
 
 def check_inputs(patterns: list[str]) -> dict[str, int]:

@@ -1,8 +1,9 @@
 """Conventions every curation stage follows, so that the pipeline can wire them without knowing them.
 
-A stage is a composite ``beam.PTransform`` taking a PCollection of document dicts and returning
-:class:`StageOutputs` -- the documents it keeps and the ones it rejects, each rejected one carrying
-``rejected_by``, ``reject_reason`` and ``reject_detail``. Nothing is dropped silently.
+A stage is a composite ``beam.PTransform`` taking a PCollection of document dicts (ingest: file patterns) and
+returning :class:`StageOutputs` -- the documents it keeps, the ones it rejects (each carrying ``rejected_by``,
+``reject_reason`` and ``reject_detail``), and any named side outputs (ingest's dead letters, dedup's index, the
+anchors' holdout, the weights report). Nothing is dropped silently.
 
 Every decision is counted with ``beam.metrics.Metrics.counter(<stage>, <name>)``:
 ``in``, ``kept``, ``rejected.<reason>`` and ``busy_us`` (microseconds spent inside the stage's DoFns, so the
@@ -13,7 +14,8 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, NamedTuple, Optional
+from types import MappingProxyType
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -23,8 +25,24 @@ REJECTED = "rejected"
 
 
 class StageOutputs(NamedTuple):
+    """What every stage returns, so the pipeline wires them alike."""
+
     kept: beam.PCollection
     rejected: beam.PCollection
+    # Named side outputs, keyed by the names below; a stage without any has none.
+    extra: Mapping[str, beam.PCollection] = MappingProxyType({})
+
+
+# Names of side outputs in ``StageOutputs.extra``.
+DEAD_LETTERS = "dead_letters"      # ingest: records that could not be read as documents
+INDEX = "index"                    # dedup: what the next run deduplicates against
+ANCHOR_HOLDOUT = "anchor_holdout"  # anchors: reserved human anchors, never trained on
+WEIGHTS_REPORT = "weights_report"  # rarity: one dict of the realised weight statistics, for the manifest
+
+
+def no_rejections(pipeline: beam.Pipeline, label: str = "NoRejections") -> beam.PCollection:
+    """The ``rejected`` output of a stage that never rejects."""
+    return pipeline | label >> beam.Create([])
 
 
 class Decision(NamedTuple):
@@ -127,5 +145,4 @@ class PassThrough(beam.PTransform):
     """What a switched-off stage becomes: everything kept, nothing rejected."""
 
     def expand(self, docs):
-        empty = docs.pipeline | "NoRejections" >> beam.Create([])
-        return StageOutputs(docs, empty)
+        return StageOutputs(docs, no_rejections(docs.pipeline))
