@@ -431,6 +431,8 @@ def _time_stage(docs: list[str]) -> dict:
 
 def print_report(accuracy: dict, speed: dict, support: list[str]) -> None:
     bl = accuracy["by_length"]
+    if not bl:  # --speed-only
+        return _print_speed(speed)
     print("\n## Accuracy, UDHR slices (stage = fastText lid.176.ftz + lingua second opinion)\n")
     print("| length | samples | mean chars | fastText alone, supported langs | stage, supported langs |"
           " stage: right and score >= 0.5 |")
@@ -456,6 +458,15 @@ def print_report(accuracy: dict, speed: dict, support: list[str]) -> None:
                  lp["documents"].get(lang), lp["slices_100"].get(lang)]
         text = " | ".join("-" if c is None else f"{c:.3f}" for c in cells)
         print(f"| {lang} | {text} | {'yes' if lang in support else ''} |")
+    _print_speed(speed)
+    print(f"\nLanguages meeting the support rule ({len(support)}): {' '.join(support)}")
+    declared = sorted(SUPPORTED_LANGUAGES)
+    if declared != support:
+        print(f"Declared SUPPORTED_LANGUAGES differs: only declared {sorted(set(declared) - set(support))}, "
+              f"only measured {sorted(set(support) - set(declared))}")
+
+
+def _print_speed(speed: dict) -> None:
     print("\n## Throughput of the stage's DoFn body, CPU seconds of this process, batches of 512\n")
     print("| text mix | doc size | docs | CPU s | docs per CPU-second | second-opinion share |")
     print("|---|---|---|---|---|---|")
@@ -468,11 +479,6 @@ def print_report(accuracy: dict, speed: dict, support: list[str]) -> None:
     if "second_opinion_heavy_languages" in speed:
         print(f"\nsentences_without_heavy leaves out the languages whose sentences go to the second opinion "
               f"more than 20 % of the time: {' '.join(speed['second_opinion_heavy_languages'])}")
-    print(f"\nLanguages meeting the support rule ({len(support)}): {' '.join(support)}")
-    declared = sorted(SUPPORTED_LANGUAGES)
-    if declared != support:
-        print(f"Declared SUPPORTED_LANGUAGES differs: only declared {sorted(set(declared) - set(support))}, "
-              f"only measured {sorted(set(support) - set(declared))}")
 
 
 # Languages the independent check singled out, and the close groups' members: listed first in the table.
@@ -486,13 +492,18 @@ def print_heldout(heldout: dict) -> None:
         langs = sorted({k.split("/")[0] for k in stage})
         print(f"\n## Held-out short text: {source} (accuracy; fastText alone -> stage)\n")
         summary_ft, summary_stage = heldout_summary(fasttext), heldout_summary(stage)
-        print("| bucket | languages | samples | fastText alone | stage |")
-        print("|---|---|---|---|---|")
+        core = SUPPORTED_LANGUAGES | set(FOCUS)
+        core_ft, core_stage = heldout_summary(fasttext, core), heldout_summary(stage, core)
+        print("| bucket | languages | samples | fastText alone | stage | languages (supported + close groups) |"
+              " fastText alone | stage |")
+        print("|---|---|---|---|---|---|---|---|")
         for bucket in BUCKETS:
             cells = [v for k, v in stage.items() if k.endswith("/" + bucket)]
+            n_core = sum(1 for k in stage if k.endswith("/" + bucket) and k.split("/")[0] in core)
             if cells:
                 print(f"| {bucket} | {len(cells)} | {sum(c[1] for c in cells)} | {summary_ft[bucket]:.3f} | "
-                      f"{summary_stage[bucket]:.3f} |")
+                      f"{summary_stage[bucket]:.3f} | {n_core} | {core_ft.get(bucket, float('nan')):.3f} | "
+                      f"{core_stage.get(bucket, float('nan')):.3f} |")
         print("\n| lang | " + " | ".join(f"{b} ft | {b} stage" for b in BUCKETS) + " |")
         print("|---|" + "---|" * (2 * len(BUCKETS)))
         for lang in [l for l in FOCUS if l in langs] + [l for l in langs if l not in FOCUS]:
@@ -512,9 +523,15 @@ def main() -> None:
     parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--heldout-only", action="store_true",
                         help="only the held-out short-text tables (gettext catalogs, langid.py sentences)")
+    parser.add_argument("--speed-only", action="store_true", help="only the throughput table")
     args = parser.parse_args()
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(parents=True, exist_ok=True)
+    if args.speed_only:
+        speed = measure_speed(args.data, args.quick)
+        print_report({"by_length": {}}, speed, [])
+        (out / "langid-speed.json").write_text(json.dumps(speed, indent=1, default=str))
+        return
     heldout = measure_heldout(args.data)
     print_heldout(heldout)
     (out / "langid-heldout.json").write_text(json.dumps(heldout, indent=1))

@@ -239,6 +239,15 @@ def test_close_languages_are_told_apart_on_real_sentences(identifier, lang, text
     assert result.lang == lang, result
 
 
+def test_pre_reform_russian_is_not_sent_to_the_east_slavic_group(identifier):
+    """Pre-1918 Russian spelling has і (as Ukrainian and Belarusian do, so lingua reads it as one of them) and
+    ѣ (which neither has): such text keeps fastText's answer; the same words in modern spelling are judged."""
+    old, new = identifier.identify(["Европа видитъ въ Московіи нѣчто вродѣ христіанскаго преддверія къ Китаю.",
+                                    "Европа видит в Московии нечто вроде христианского преддверия к Китаю."])
+    assert "+" not in old.model
+    assert new.lang == "ru"
+
+
 def test_bokmal_is_reported_as_nb_with_or_without_the_second_opinion(identifier):
     """lid.176 says `no`; the stage reports ISO 639-1 `nb` so a check expecting Bokmål counts it right."""
     text = "Regjeringen la i dag fram et nytt forslag om skatt på boliger og hytter."

@@ -408,6 +408,8 @@ _SCREEN_SURE_IN_GROUP = 0.8
 _SCREEN_SURE_UNSURE = 0.97
 _CLOSE_RUNNER_UP = 0.5  # of fastText's top score
 _GROUP_OF = {lang: group for group in CONFUSABLE_GROUPS for lang in group}
+_EAST_SLAVIC = _GROUP_OF["ru"]
+_PRE_REFORM_RUSSIAN = re.compile("[ѢѣѲѳѴѵ]")  # letters only the pre-1918 Russian spelling has
 # Close-group members written in one script in practice: Croatian, and Bosnian as lingua knows it, in
 # Latin (so Cyrillic text is never theirs, whatever its loanwords).
 _WRITTEN_IN = {"bs": "Latn", "hr": "Latn"}
@@ -433,6 +435,8 @@ def second_opinion_request(fasttext_scores: dict[str, float], line: str, thresho
         # and Croatian are written in Latin script).
         return None
     group = _GROUP_OF.get(top, frozenset())
+    if group is _EAST_SLAVIC and _PRE_REFORM_RUSSIAN.search(line):
+        group = frozenset()  # Russian in the pre-1918 spelling: its і reads as Ukrainian/Belarusian to lingua
     # fastText under-scores its blind spots: when it is not sure, merely mentioning one is reason to ask.
     unsure = top_score < threshold or any(
         lang in FASTTEXT_BLIND_SPOTS and score >= _PROBABILITY_FLOOR for lang, score in fasttext_scores.items())
@@ -538,13 +542,16 @@ def marker_tie_break(scores: dict[str, float], text: str) -> dict[str, float]:
     The group is the top language's, or else the runner-up's when the runner-up has at least half the top's
     score (a Norwegian sentence that the models put just behind Swedish); a language outside the group
     counts as one vote, so it takes two distinctive words to overturn it. Unchanged otherwise."""
-    ranked = list(scores.items())
-    top, top_score = ranked[0]
+    ranked = iter(scores.items())
+    top, top_score = next(ranked)
     group = _MARKER_GROUP_OF.get(top)
-    if group is None and len(ranked) > 1 and ranked[1][1] >= _CLOSE_RUNNER_UP * top_score:
-        group = _MARKER_GROUP_OF.get(ranked[1][0])
     if group is None:
-        return scores
+        runner_up, runner_up_score = next(ranked, (None, 0.0))
+        if runner_up is None or runner_up_score < _CLOSE_RUNNER_UP * top_score:
+            return scores
+        group = _MARKER_GROUP_OF.get(runner_up)
+        if group is None:
+            return scores
     votes = marker_votes(text, group)
     script = dominant_script(text) if votes.keys() & _WRITTEN_IN.keys() else None
     votes = {lang: n for lang, n in votes.items() if _WRITTEN_IN.get(lang, script) == script}
