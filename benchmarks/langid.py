@@ -414,6 +414,58 @@ def measure_speed(data: Path, quick: bool) -> dict:
     return results
 
 
+def measure_ab(data: Path, old_module: Path, passes: int = 7) -> list[tuple[str, int, float, float]]:
+    """CPU throughput of this stage against another version of ``transforms/langid.py`` (e.g. the last
+    release's, from ``git show REV:transforms/langid.py``), both in this process with their passes
+    interleaved, so the neighbours' load on a shared machine hits both alike. Rows: (mix, docs, old docs/s,
+    new docs/s), median of ``passes`` after one untimed pass each."""
+    import importlib.util
+    import statistics
+
+    from tailguard.transforms import langid as new
+
+    spec = importlib.util.spec_from_file_location("tailguard_langid_old", old_module)
+    old = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = old
+    spec.loader.exec_module(old)
+    udhr = load_udhr(data)
+    sentences = [s for s in udhr_samples(udhr, 100, None) if s[0] in SUPPORTED_LANGUAGES]
+    asked, totals = collections.Counter(), collections.Counter(s[0] for s in sentences)
+    for s, g in zip(sentences, guesses(LanguageIdentifier(LanguageIdConfig()), [s[2] for s in sentences])):
+        asked[s[0]] += "+" in g.model
+    heavy = {lang for lang in totals if asked[lang] / totals[lang] > 0.2}
+    mixes = {"sentences": [s[2] for s in sentences],
+             "sentences_without_heavy": [s[2] for s in sentences if s[0] not in heavy]}
+    pool = [" ".join(paras) for lang, paras in udhr.values() if lang in SUPPORTED_LANGUAGES]
+    docs = [t.encode("utf-8")[i:i + 1000].decode("utf-8", errors="ignore")
+            for t in pool for i in range(0, max(1, len(t.encode("utf-8")) - 999), 1000)]
+    mixes["supported_1000"] = [docs[int(i * len(docs) / 5000)] for i in range(min(5000, len(docs)))]
+    dofns = {}
+    for name, module in (("old", old), ("new", new)):
+        dofns[name] = module._IdentifyAndFilterBatch(module.LanguageIdConfig())
+        dofns[name].setup()
+    rows = []
+    for mix, texts in mixes.items():
+        records = [{"doc_id": str(i), "text": t} for i, t in enumerate(texts)]
+
+        def one_pass(dofn) -> float:
+            start = time.process_time()
+            for begin in range(0, len(records), 512):
+                for _ in dofn.process(records[begin:begin + 512]):
+                    pass
+            return time.process_time() - start
+
+        for dofn in dofns.values():
+            one_pass(dofn)  # untimed: lingua loads the models of the candidate sets it meets
+        times: dict[str, list[float]] = {"old": [], "new": []}
+        for _ in range(passes):
+            for name, dofn in dofns.items():
+                times[name].append(one_pass(dofn))
+        rows.append((mix, len(records), len(records) / statistics.median(times["old"]),
+                     len(records) / statistics.median(times["new"])))
+    return rows
+
+
 def _time_stage(docs: list[str]) -> dict:
     import statistics
 
@@ -531,9 +583,17 @@ def main() -> None:
     parser.add_argument("--heldout-only", action="store_true",
                         help="only the held-out short-text tables (gettext catalogs, langid.py sentences)")
     parser.add_argument("--speed-only", action="store_true", help="only the throughput table")
+    parser.add_argument("--ab", type=Path, metavar="OLD_LANGID_PY",
+                        help="only: throughput against another version of transforms/langid.py, interleaved")
     args = parser.parse_args()
     out = Path(__file__).resolve().parent / "results"
     out.mkdir(parents=True, exist_ok=True)
+    if args.ab:
+        print("| text mix | docs | old docs per CPU-second | new docs per CPU-second | new / old |")
+        print("|---|---|---|---|---|")
+        for mix, n, old_rate, new_rate in measure_ab(args.data, args.ab):
+            print(f"| {mix} | {n} | {old_rate:.0f} | {new_rate:.0f} | {new_rate / old_rate:.2f} |")
+        return
     if args.speed_only:
         speed = measure_speed(args.data, args.quick)
         print_report({"by_length": {}}, speed, [])
