@@ -10,16 +10,24 @@ How a language is decided
    per document is bounded and a long document whose opening is boilerplate is still judged by its body.
 2. **Second opinion** (default model only, ``langid.second_opinion``): lid.176 is weak on close languages
    and misses some languages almost entirely. For the documents where that matters -- fastText's best guess
-   is in a confusable group (:data:`CONFUSABLE_GROUPS`) without being sure of it, or fastText is unsure
+   is in a confusable group (:data:`CONFUSABLE_GROUPS`) without being sure of it (or at all, for the labels
+   in :data:`FASTTEXT_UNSURE_OF`, whose sure answers are often wrong), or fastText is unsure
    (top score below ``langid.second_opinion_below``, or one of its blind spots among its guesses) -- the
    `lingua` detector (Apache-2.0; its n-gram models ship inside the
    PyPI wheel) scores a *small* candidate set: the group, fastText's own best guess and the languages
    fastText cannot see (:data:`FASTTEXT_BLIND_SPOTS`). The two opinions are blended
    (:data:`SECOND_OPINION_WEIGHT`), so fastText still decides what lingua does not know. Confident documents
    in other languages never pay for lingua.
-3. Labels are normalised to ISO 639 (:func:`normalize_label`): ISO 639-1 where one exists, else ISO 639-3;
+3. **Distinctive words** (``langid.second_opinion``, any model): where neither model separates a pair
+   (Bosnian/Croatian/Serbian, Bokmål/Nynorsk/Danish, Malay/Indonesian), :func:`marker_tie_break` lets the
+   member with more words of its own standard (``langid_data/close_group_markers.tsv``) take the top.
+4. Labels are normalised to ISO 639 (:func:`normalize_label`): ISO 639-1 where one exists, else ISO 639-3;
    a script suffix (GlotLID/NLLB-style ``eng_Latn``) becomes ``lang_script``. For languages written in
    more than one script the dominant script of the text is recorded when the model does not give it.
+   lid.176's ``no`` is reported as ``nb`` (:data:`_REPORTED_AS`).
+
+A document whose runner-up is in the top language's close group with at least half its score reads as both
+(:func:`ambiguous_with`): a ``langid.languages`` list naming either admits it.
 
 :data:`SUPPORTED_LANGUAGES` lists the languages the default configuration is measured to identify with at
 least 96 % accuracy on ~100-character text (see ``benchmarks/langid.py`` and ``benchmarks/README.md``,
