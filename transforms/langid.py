@@ -120,7 +120,8 @@ _SCRIPT_PATTERNS = (
 # Belarusian joined when uk/ru/be became a close group (UDHR ~100 chars 95 -> 100 %).
 # Not here, though identified as well as the models can: Croatian, Bosnian, Latin-script Serbian (too close
 # at sentence length), Bokmål/Nynorsk (93-96 % on UDHR, less on short held-out text), Indonesian/Malay
-# (lingua reads formal Indonesian as Malay; UDHR Malay is half Jawi), Galician, Scottish Gaelic, Irish, Tagalog, Cebuano and Tajik (95-97 %),
+# (lingua reads formal Indonesian as Malay; UDHR Malay is half Jawi), Galician, Scottish Gaelic, Irish,
+# Tagalog, Cebuano and Tajik (95-97 %),
 # Xhosa (96 %), Yoruba (86 %), Kazakh in Latin/Arabic script, and every language the models do not know.
 SUPPORTED_LANGUAGES: frozenset[str] = frozenset("""
     af ar be bg bn bo ca cs cy da de dv el en eo es et eu fa fi fr gu he hi hu hy is it ja ka km kn ko ky la
