@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from tailguard.pipelines import publish
+from tailguard.transforms.collapse_risk import collapse_risk
 from tailguard.transforms.diversity import (
     INPUT, NGRAM_ORDERS, ReportConfig, SnapshotMetrics, assemble, drift_flags, threshold_name, trend_values)
 from tailguard.transforms.document import ANCHOR_HOLDOUT, DOCUMENT_SPLITS, REJECTED, TRAIN
@@ -228,6 +229,9 @@ def write_report(snapshot_dir: str, previous: Optional[int] = None, config: Opti
         "trend_values": values,
         "history": history,
         "drift": flags,
+        # One line that names the risk (anchor share of sampled tokens, est. synthetic share, trend), with its
+        # thresholds: transforms/collapse_risk.py.
+        "collapse_risk": collapse_risk(values, history[-2]["values"] if len(history) > 1 else None),
         "sampling": _sampling_statement(metrics, config),
     }
     plots = render_plots(report, config)

@@ -106,6 +106,8 @@ def test_second_snapshot_trends_and_flags_the_synthetic_rise(fixture_reports):
     assert flag["change"] == pytest.approx(double["trend_values"]["synthetic_mean_score"]
                                            - single["trend_values"]["synthetic_mean_score"])
     assert double["trend_values"]["anchor_weighted_token_share"] == 0.31
+    risk = double["collapse_risk"]  # the verdict line: anchors 31 % of sampled tokens is below the watch bound
+    assert risk["level"] == "watch" and risk["line"].startswith("collapse risk WATCH") and risk["thresholds"]
     page = (root / "night2" / "report" / "report.html").read_text()
     assert "Drift beyond bounds" in page and "synthetic_mean_score" in page
     assert 'src="http' not in page and "<link" not in page  # self-contained
