@@ -258,7 +258,12 @@ def test_default_weights_keep_anchors_at_one_and_every_weight_under_the_repetiti
     docs, report = run_weights(beam_pipeline, tmp_path, weighted_corpus())
     anchors = [d["sample_weight"] for d in docs.values() if d.get("is_anchor")]
     assert abs(statistics.mean(anchors) - 1.0) < 1e-6 and report["normalize"] == "anchor_mean"
-    assert report["anchor_share_met"] and report["anchor_token_share"] >= 0.8 - 1e-6
+    # 3 anchors among 73 documents of equal length: even with the 70 others at min_weight 0.01 the anchors hold
+    # 3 / 3.7 of the tokens, short of 0.9 -- reported, not met by repeating them.
+    others = [d["sample_weight"] for d in docs.values() if not d.get("is_anchor")]
+    assert others == pytest.approx([0.01] * 70)
+    assert not report["anchor_share_met"] and report["anchor_share_shortfall"] == pytest.approx(
+        0.9 - report["anchor_token_share"]) and report["anchor_token_share"] < 0.9
     assert max(d["sample_weight"] for d in docs.values()) <= 4.0 and report["max_epochs"] == 4.0
     assert report["meaning"] == WEIGHT_MEANING and report["repetition_cap"]["binds"] is False
     # Anchors are the human reference, seen once per pass: raw weight 1 whatever their components say.
@@ -311,7 +316,7 @@ def test_repetition_and_smoothing_settings_are_validated_naming_the_key(override
 def test_defaults_are_the_collapse_safe_ones():
     config = load_config(None, [])
     assert (config.anchors.min_share, config.rarity.normalize, config.rarity.min_weight,
-            config.rarity.max_epochs) == (0.8, "anchor_mean", 0.01, 4.0)
+            config.rarity.max_epochs) == (0.9, "anchor_mean", 0.01, 4.0)
     assert config.rarity.ceiling == 4.0
 
 

@@ -10,7 +10,8 @@ Three figures decide it, all already in the report's trend values:
 
 Thresholds come from the recursive-training benchmark (benchmarks/README.md, "Model collapse"): an anchor
 share of 0.2 degraded held-out perplexity as much as no curation at all (+122 % vs +125 % after 10
-generations), 0.8 held it within +10 %. So below 0.2 is ``high``, below 0.8 is ``watch``.
+generations); 0.8 kept it near the +10 % goal's edge and 0.9 (the default ``anchors.min_share``) well inside
+it. So below 0.2 is ``high``, below 0.8 is ``watch``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any, Optional
 
 THRESHOLDS: dict[str, float] = {
     "anchor_share_high_below": 0.2,     # measured: collapses like plain accumulation
-    "anchor_share_watch_below": 0.8,    # measured: holds off collapse (the default anchors.min_share)
+    "anchor_share_watch_below": 0.8,    # measured: at the edge of holding off collapse (the default is 0.9)
     "synthetic_share_high_above": 0.5,  # most of what is not anchored looks machine-written
     "synthetic_share_watch_above": 0.2,
     "anchor_share_max_fall": 0.05,      # per snapshot, absolute

@@ -107,8 +107,8 @@ class RarityConfig:
     topic: TopicConfig = field(default_factory=TopicConfig)
     tail: LexicalTailConfig = field(default_factory=LexicalTailConfig)
     sample_size: int = 20_000
-    # Low enough that accumulated synthetic text can be weighted down far enough for anchors.min_share 0.8
-    # when it outnumbers the anchors up to ~25 times (at 0.1 the share fails past 2.5 times).
+    # Low enough that accumulated synthetic text can be weighted down far enough for anchors.min_share 0.9
+    # while it outnumbers the anchors' tokens up to ~11 times (at 0.1 the share would fail past 1.1 times).
     min_weight: float = 0.01
     max_weight: float = 10.0
     # The repetition cap: no document is seen more than this many times in one pass over the snapshot's token
