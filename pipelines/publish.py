@@ -292,10 +292,11 @@ def print_summary(manifest: dict[str, Any], run_dir: str, out=sys.stdout) -> Non
         anchor_mean = weights.get("anchor_mean_weight")
         normalized = (f" (normalize: {weights['normalize']}, anchors' mean {anchor_mean:.4f})"
                       if weights.get("normalize") == "anchor_mean" and anchor_mean is not None else "")
+        ceiling = (weights.get("repetition_cap") or {}).get("ceiling", weights["max_weight"])
         print(f"weights: mean {weights['mean_weight']:.4f}{normalized}, "
               f"p10 {quantiles.get('p10', float('nan')):.3g}, "
               f"median {quantiles.get('p50', float('nan')):.3g}, p90 {quantiles.get('p90', float('nan')):.3g}, "
-              f"in [{weights['min_weight']}, {(weights.get('repetition_cap') or {}).get('ceiling', weights['max_weight'])}]"
+              f"in [{weights['min_weight']}, {ceiling}]"
               f"{_cap_note(weights.get('repetition_cap'))}", file=out)
     print(f"wall time: {manifest['wall_seconds']:.1f} s "
           f"({balance['in'] / max(manifest['wall_seconds'], 1e-9):,.0f} docs/s end to end)", file=out)
