@@ -210,9 +210,16 @@ def _anchor_shortfall(weights: Optional[dict]) -> Optional[str]:
     if weights.get("normalize") == "anchor_mean":
         limit = "even with every other document at rarity.min_weight (lower it, or the share)"
     else:
-        limit = "even with anchors at max_weight"
+        limit = "even with anchors at the ceiling min(rarity.max_weight, rarity.max_epochs)"
     return (f"anchor token share {weights['anchor_token_share']:.4f} < anchors.min_share "
             f"{weights['anchor_min_share']} {limit} (anchors.enforce is true)")
+
+
+def _cap_note(cap: Optional[dict]) -> str:
+    if not cap or not cap.get("binds"):
+        return ""
+    return (f"; repetition cap binds: {cap['capped_documents']:,} documents held at {cap['ceiling']:g} epochs, "
+            f"{cap['capped_token_mass_share']:.1%} of the uncapped weighted tokens refused")
 
 
 def publish(*, output: str, run_dir: str, run_id: str, sink: SinkConfig, resolved_config: dict[str, Any],
@@ -372,10 +379,12 @@ def print_summary(manifest: dict[str, Any], run_dir: str, out=sys.stdout) -> Non
         anchor_mean = weights.get("anchor_mean_weight")
         normalized = (f" (normalize: {weights['normalize']}, anchors' mean {anchor_mean:.4f})"
                       if weights.get("normalize") == "anchor_mean" and anchor_mean is not None else "")
+        ceiling = (weights.get("repetition_cap") or {}).get("ceiling", weights["max_weight"])
         print(f"weights: mean {weights['mean_weight']:.4f}{normalized}, "
               f"p10 {quantiles.get('p10', float('nan')):.3g}, "
               f"median {quantiles.get('p50', float('nan')):.3g}, p90 {quantiles.get('p90', float('nan')):.3g}, "
-              f"in [{weights['min_weight']}, {weights['max_weight']}]", file=out)
+              f"in [{weights['min_weight']}, {ceiling}]"
+              f"{_cap_note(weights.get('repetition_cap'))}", file=out)
     for warning in manifest.get("warnings", []):
         print(f"warning: {warning}", file=out)
     print(f"wall time: {manifest['wall_seconds']:.1f} s "

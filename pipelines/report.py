@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from tailguard.pipelines import publish
+from tailguard.transforms.collapse_risk import collapse_risk
 from tailguard.transforms.diversity import (
     INPUT, NGRAM_ORDERS, ReportConfig, SnapshotMetrics, assemble, drift_flags, threshold_name, trend_values)
 from tailguard.transforms.document import ANCHOR_HOLDOUT, DOCUMENT_SPLITS, REJECTED, TRAIN
@@ -227,6 +228,9 @@ def write_report(snapshot_dir: str, previous: Optional[int] = None, config: Opti
         "trend_values": values,
         "history": history,
         "drift": flags,
+        # One line that names the risk (anchor share of sampled tokens, est. synthetic share, trend), with its
+        # thresholds: transforms/collapse_risk.py.
+        "collapse_risk": collapse_risk(values, history[-2]["values"] if len(history) > 1 else None),
         "sampling": _sampling_statement(metrics, config),
         # What the run found wrong with its inputs or settings (no anchors, missing timestamps, ...).
         "warnings": list(manifest.get("warnings") or []),
@@ -444,6 +448,13 @@ def _template():
     return environment.get_template(TEMPLATE)
 
 
+def _verdict(risk: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The collapse-risk verdict as the template shows it: its line, flagged unless the risk is low."""
+    if not risk:
+        return None
+    return {"at_risk": risk.get("level") != "low", "line": risk.get("line", "")}
+
+
 def render_html(report: dict[str, Any], plots: dict[str, bytes]) -> str:
     """One file, no external resources: plots are inlined as data URIs (templates/report.html.j2)."""
     sampling = report["sampling"]
@@ -463,7 +474,7 @@ def render_html(report: dict[str, Any], plots: dict[str, bytes]) -> str:
         f"({sampling[view]['tokens']:,} words)." for view in (INPUT, TRAIN))
     return _template().render(
         report=report, fmt=_fmt, diversity_rows=diversity_rows, figures=figures, sample_note=sample_note,
-        tracked=sorted(report["trend_values"].items()), verdict=report.get("verdict"),
+        tracked=sorted(report["trend_values"].items()), verdict=_verdict(report.get("collapse_risk")),
         warnings=report.get("warnings") or [])
 
 

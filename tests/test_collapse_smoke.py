@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from benchmarks.collapse.lm import TrigramLM, Vocabulary
-from benchmarks.collapse.run import Snapshot, distinct_n, learner_weights, load_paragraphs, run_experiment, verdict
+from benchmarks.collapse.run import (ORIGINS, distinct_n, fresh_for, load_paragraphs, markdown_table, run_experiment,
+                                     verdict)
 from tests.conftest import EXAMPLES
 
 FIXTURE = EXAMPLES / "corpus" / "wikitext.jsonl.gz"
@@ -63,13 +64,12 @@ def test_distinct_n_counts_unique_ngrams_within_paragraphs():
     assert distinct_n(paragraphs, 2) == pytest.approx(2 / 4)  # (1,2), (2,1), (1,2) | (1,2)
 
 
-def test_learner_reads_weights_as_published_or_relative_to_human_mean():
-    snapshot = Snapshot(texts=["a", "b", "c"], weights=[4.0, 2.0, 0.5], human=[True, True, False])
-    assert learner_weights(snapshot, []) == [4.0, 2.0, 0.5]
-    assert learner_weights(snapshot, ["anchors.min_share=0.8", "learner.weights=human_unit"]) == \
-        pytest.approx([4 / 3, 2 / 3, 1 / 6])
+def test_fresh_slices_are_disjoint_consecutive_and_sized():
+    corpus = [[f"w{i}"] * 10 for i in range(100)]
+    first, second = fresh_for(corpus, 1, 95), fresh_for(corpus, 2, 95)
+    assert first == corpus[:10] and second == corpus[10:20]
     with pytest.raises(ValueError):
-        learner_weights(snapshot, ["learner.weights=bogus"])
+        fresh_for(corpus, 11, 95)
 
 
 @pytest.fixture

@@ -83,7 +83,8 @@ def test_demo_dated_and_verified_human_text_becomes_anchors_and_machine_text_doe
     machine = [r for r in by_source["web_crawl_2025"] if r["source_offset"] in machine_offsets]
     assert machine and not any(r["is_anchor"] for r in machine)
     train = rows(demo_run, "train")
-    assert abs(sum(r["sample_weight"] for r in train) / len(train) - 1.0) < 1e-6
+    anchors = [r["sample_weight"] for r in train if r["is_anchor"]]
+    assert abs(sum(anchors) / len(anchors) - 1.0) < 1e-6 and max(r["sample_weight"] for r in train) <= 4.0
     holdout_ids = {r["doc_id"] for r in rows(demo_run, "anchor_holdout")}
     assert holdout_ids and not holdout_ids & {r["doc_id"] for r in train}
 

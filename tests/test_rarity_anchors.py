@@ -11,11 +11,14 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tailguard.transforms.anchors import (AnchorEligibility, AnchorsConfig, ReserveHumanAnchors, anchor_eligibility,
                                 cutoff_micros, in_holdout, reserve)
-from tailguard.transforms.rarity import (RarityConfig, RareContentWeights, cluster_size_weight, fit_content_model, fit_kmeans,
-                               hashed_bag_of_words, share_weight, tail_share, tail_weight)
+from tailguard.pipelines.config import load_config
+from tailguard.transforms.rarity import (LanguageShareConfig, RarityConfig, RareContentWeights, cluster_size_weight,
+                                         fit_content_model, fit_kmeans, hashed_bag_of_words, share_weight,
+                                         smoothed_share, tail_share, tail_weight)
 from tailguard.transforms.settings import ConfigError
 from tailguard.transforms.text import doc_id_for, words
-from tailguard.transforms.weighting import BalanceWeights, WeightHistogram, repeats_for, solve_weight_scale
+from tailguard.transforms.weighting import (WEIGHT_MEANING, BalanceWeights, WeightHistogram, repeats_for,
+                                            solve_weight_scale)
 
 YEAR_2000 = cutoff_micros("2000-01-01")
 YEAR_2025 = cutoff_micros("2025-01-01")
@@ -27,6 +30,22 @@ def test_rarer_groups_and_smaller_clusters_weigh_more():
     assert cluster_size_weight(1, 0.5) == 1.0 > cluster_size_weight(4, 0.5) == 0.5
     assert tail_weight(0.4, 0.1, 0.5) > 1.0 > tail_weight(0.0, 0.1, 0.5)
     assert tail_share(["the", "quux"], frozenset({"the"})) == 0.5 and tail_share([], frozenset()) == 0.0
+
+
+@pytest.mark.parametrize("total,m", [(1000, 100), (5000, 20), (60, 100)])
+def test_small_groups_are_smoothed_so_their_total_weight_grows_with_their_size(total, m):
+    alpha = 0.3
+    group_total = [k * share_weight(smoothed_share(k, total, m), alpha) for k in range(1, min(total, 3 * m))]
+    # Below m documents a group gets k/m of what m documents would get: linear, never a boost per document.
+    for k in range(1, min(m, total)):
+        assert group_total[k - 1] == pytest.approx(k / m * group_total[m - 1] if m <= total
+                                                   else k * share_weight(1.0, alpha))
+    # At and above m the plain temperature share applies; a per-document weight never rises as a group shrinks.
+    per_document = [share_weight(smoothed_share(k, total, m), alpha) for k in range(1, total + 1)]
+    assert all(a >= b - 1e-12 for a, b in zip(per_document, per_document[1:]))
+    if m <= total:
+        assert smoothed_share(m + 5, total, m) == (m + 5) / total
+    assert smoothed_share(3, total, m) <= 1.0 and smoothed_share(0, 0, m) == 1.0
 
 
 def test_hashed_bag_of_words_is_normalised_and_stable():
@@ -203,8 +222,14 @@ def run_weights(beam_pipeline, tmp_path, docs, rarity=RarityConfig(), anchors=An
     return ({d["doc_id"]: d for d in json.loads(docs_path.read_text())}, json.loads(report_path.read_text()))
 
 
+# split_mean with the old anchor floor and no small-group smoothing: the mechanics of each component.
+SPLIT_MEAN = RarityConfig(normalize="split_mean", min_weight=0.1, max_epochs=10.0, weight_anchors=True,
+                          language=LanguageShareConfig(min_documents=1))
+LOW_SHARE = AnchorsConfig(min_share=0.2)
+
+
 def test_weights_are_mean_one_bounded_and_favour_rare_languages_and_singletons(beam_pipeline, tmp_path):
-    docs, report = run_weights(beam_pipeline, tmp_path, weighted_corpus())
+    docs, report = run_weights(beam_pipeline, tmp_path, weighted_corpus(), rarity=SPLIT_MEAN, anchors=LOW_SHARE)
     weights = [d["sample_weight"] for d in docs.values()]
     assert abs(statistics.mean(weights) - 1.0) < 1e-6 and abs(report["mean_weight"] - 1.0) < 1e-6
     assert all(0.1 <= w <= 10.0 for w in weights)
@@ -229,6 +254,72 @@ def test_anchor_mean_weights_in_the_pipeline(beam_pipeline, tmp_path):
     assert all(0.01 <= w <= 10.0 for w in anchor_weights + others)
 
 
+def test_default_weights_keep_anchors_at_one_and_every_weight_under_the_repetition_cap(beam_pipeline, tmp_path):
+    docs, report = run_weights(beam_pipeline, tmp_path, weighted_corpus())
+    anchors = [d["sample_weight"] for d in docs.values() if d.get("is_anchor")]
+    assert abs(statistics.mean(anchors) - 1.0) < 1e-6 and report["normalize"] == "anchor_mean"
+    # 3 anchors among 73 documents of equal length: even with the 70 others at min_weight 0.01 the anchors hold
+    # 3 / 3.7 of the tokens, short of 0.9 -- reported, not met by repeating them.
+    others = [d["sample_weight"] for d in docs.values() if not d.get("is_anchor")]
+    assert others == pytest.approx([0.01] * 70)
+    assert not report["anchor_share_met"] and report["anchor_share_shortfall"] == pytest.approx(
+        0.9 - report["anchor_token_share"]) and report["anchor_token_share"] < 0.9
+    assert max(d["sample_weight"] for d in docs.values()) <= 4.0 and report["max_epochs"] == 4.0
+    assert report["meaning"] == WEIGHT_MEANING and report["repetition_cap"]["binds"] is False
+    # Anchors are the human reference, seen once per pass: raw weight 1 whatever their components say.
+    assert {d["rarity_signals"]["raw"] for d in docs.values() if d.get("is_anchor")} == {1.0}
+    assert all(a == pytest.approx(1.0) for a in anchors)
+    # 4 Welsh documents in 73 are smoothed to a group of min(100, 73): no language boost at all.
+    welsh = {round(d["rarity_signals"]["language"], 9) for d in docs.values() if d["lang"] == "cy"}
+    assert welsh == {1.0}
+
+
+def test_weight_anchors_applies_the_components_to_anchors_too(beam_pipeline, tmp_path):
+    corpus = weighted_corpus() + [doc(400 + i, lang="cy", dup_cluster_size=1, is_anchor=True,
+                                      text=f"mae'r llwynog brown cyflym {i} yn neidio") for i in range(2)]
+    rarity = RarityConfig(weight_anchors=True, language=LanguageShareConfig(min_documents=1))
+    docs, report = run_weights(beam_pipeline, tmp_path, corpus, rarity=rarity)
+    anchors = {d["lang"]: d["sample_weight"] for d in docs.values() if d.get("is_anchor")}
+    assert anchors["cy"] > anchors["en"]  # the rare-language anchors are weighted up among the anchors
+    assert abs(report["anchor_mean_weight"] - 1.0) < 1e-6
+
+
+def test_the_repetition_cap_binds_and_reports_what_it_refused(beam_pipeline, tmp_path):
+    rarity = RarityConfig(normalize="split_mean", min_weight=0.1, max_epochs=2.0,
+                          language=LanguageShareConfig(min_documents=1))
+    docs, report = run_weights(beam_pipeline, tmp_path, weighted_corpus(), rarity=rarity, anchors=LOW_SHARE)
+    weights = [d["sample_weight"] for d in docs.values()]
+    assert max(weights) <= 2.0 and max(weights) == pytest.approx(2.0)
+    cap = report["repetition_cap"]
+    assert cap["binds"] and cap["ceiling"] == 2.0 and cap["capped_documents"] >= 4  # the Welsh ones at least
+    assert 0 < cap["capped_token_mass_share"] < 1
+    capped_ids = [d for d in docs.values() if d["sample_weight"] == pytest.approx(2.0)]
+    assert len(capped_ids) == cap["capped_documents"]
+    # The cap bounds the anchor multiplier too: 3 anchors in 73 documents cannot reach 20 % at 2 epochs each,
+    # and the shortfall is reported rather than met by repeating them.
+    anchors = [d["sample_weight"] for d in docs.values() if d.get("is_anchor")]
+    assert max(anchors) <= 2.0 and not report["anchor_share_met"] and report["anchor_share_shortfall"] > 0
+
+
+@pytest.mark.parametrize("override,key", [
+    ("rarity.max_epochs=0.5", "rarity.max_epochs"),
+    ("rarity.max_epochs=two", "rarity.max_epochs"),
+    ("rarity.language.min_documents=0", "rarity.language.min_documents"),
+    ("rarity.topic.min_documents=-3", "rarity.topic.min_documents"),
+])
+def test_repetition_and_smoothing_settings_are_validated_naming_the_key(override, key):
+    with pytest.raises(ConfigError) as error:
+        load_config(None, [override])
+    assert error.value.key == key
+
+
+def test_defaults_are_the_collapse_safe_ones():
+    config = load_config(None, [])
+    assert (config.anchors.min_share, config.rarity.normalize, config.rarity.min_weight,
+            config.rarity.max_epochs) == (0.9, "anchor_mean", 0.01, 4.0)
+    assert config.rarity.ceiling == 4.0
+
+
 def test_weights_are_deterministic_across_runs(beam_pipeline, tmp_path):
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -238,6 +329,7 @@ def test_weights_are_deterministic_across_runs(beam_pipeline, tmp_path):
 
 
 def test_materialize_sets_repeats(beam_pipeline, tmp_path):
-    docs, _ = run_weights(beam_pipeline, tmp_path, weighted_corpus(), rarity=RarityConfig(materialize=True))
+    docs, _ = run_weights(beam_pipeline, tmp_path, weighted_corpus(),
+                          rarity=RarityConfig(materialize=True, normalize="split_mean"))
     assert all(d["repeats"] >= 1 for d in docs.values())
     assert sum(d["repeats"] for d in docs.values()) >= len(docs)

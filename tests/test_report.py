@@ -108,6 +108,8 @@ def test_second_snapshot_trends_and_flags_the_synthetic_rise(fixture_reports):
     assert flag["change"] == pytest.approx(double["trend_values"]["synthetic_mean_score"]
                                            - single["trend_values"]["synthetic_mean_score"])
     assert double["trend_values"]["anchor_weighted_token_share"] == 0.31
+    risk = double["collapse_risk"]  # the verdict line: anchors 31 % of sampled tokens is below the watch bound
+    assert risk["level"] == "watch" and risk["line"].startswith("collapse risk WATCH") and risk["thresholds"]
     page = (root / "night2" / "report" / "report.html").read_text()
     assert "Drift beyond bounds" in page and "synthetic_mean_score" in page
     assert 'src="http' not in page and "<link" not in page  # self-contained
@@ -235,8 +237,8 @@ def test_report_of_a_curated_run_and_an_incremental_second_run(tmp_path):
 def test_the_html_template_shows_warnings_and_the_verdict_escaped(fixture_reports):
     _, _, single, _ = fixture_reports
     page = report.render_html(dict(single, warnings=["no anchors: set <anchors.cutoff>"],
-                                   verdict={"at_risk": True, "line": "anchor share 0.01 < 0.2"}), {})
+                                   collapse_risk={"level": "high", "line": "anchor share 0.01 < 0.2"}), {})
     assert "no anchors: set &lt;anchors.cutoff&gt;" in page and "<anchors.cutoff>" not in page
     assert 'class="flag" id="verdict"' in page and "anchor share 0.01 &lt; 0.2" in page
-    quiet = report.render_html(dict(single, warnings=[], verdict=None), {})
+    quiet = report.render_html(dict(single, warnings=[], collapse_risk=None), {})
     assert 'id="verdict"' not in quiet and "Warning:" not in quiet

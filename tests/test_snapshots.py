@@ -54,7 +54,7 @@ def test_holdout_stays_disjoint_from_train_and_new_documents_join(two_nights):
     manifest = json.loads((two_nights / "n2" / "manifest.json").read_text())
     assert manifest["counts"]["reconciled"] and manifest["counts"]["carried_forward"] > 0
     weights = manifest["weights"]
-    assert abs(weights["mean_weight"] - 1.0) < 1e-6 and weights["anchor_share_met"]
+    assert abs(weights["anchor_mean_weight"] - 1.0) < 1e-6 and weights["anchor_share_met"]
     assert weights["weight_quantiles"] and weights["top_sources_by_weight"]
 
 
@@ -68,7 +68,7 @@ def test_recrawled_copies_of_published_documents_are_rejected_as_duplicates(two_
 def test_an_enforced_anchor_share_that_cannot_be_met_fails_without_publishing(tmp_path, capsys):
     inputs = [CORPUS / "web_crawl_2025.jsonl.gz", CORPUS / "inaugural.jsonl"]
     code = run(tmp_path, "strict", inputs, "--set", "anchors.enforce=true", "--set", "anchors.min_share=0.95",
-               "--set", "rarity.max_weight=2")
+               "--set", "rarity.max_weight=2", "--set", "rarity.normalize=split_mean")
     assert code == 1
     assert "anchors.min_share" in capsys.readouterr().err
     assert not (tmp_path / "strict" / "manifest.json").exists() and not (tmp_path / "LATEST").exists()
@@ -95,7 +95,7 @@ def test_anchor_mean_publishes_anchors_at_mean_one_and_names_min_weight_when_sho
 
 def test_materialized_repeats_are_written_and_reconciled(tmp_path):
     assert run(tmp_path, "m", [CORPUS / "udhr.jsonl.zst", CORPUS / "inaugural.jsonl"],
-               "--set", "rarity.materialize=true") == 0
+               "--set", "rarity.materialize=true", "--set", "rarity.normalize=split_mean") == 0
     rows = pq.read_table(tmp_path / "m" / "train").to_pylist()
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
     documents = manifest["counts"]["out"]["train"]

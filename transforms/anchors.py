@@ -36,7 +36,7 @@ class AnchorsConfig:
     cutoff: str = "2022-11-30"
     max_synthetic_score: float = 0.9
     holdout_fraction: float = 0.05
-    min_share: float = 0.2
+    min_share: float = 0.9  # measured to hold off collapse with margin (benchmarks/README.md, "Model collapse")
     enforce: bool = False
 
     def validate(self) -> None:

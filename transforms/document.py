@@ -70,7 +70,9 @@ FIELDS: tuple[Field, ...] = (
     Field("dup_cluster_size", pa.int64(), "dedup", "Number of documents (exact + near copies) in the cluster."),
     Field("duplicate_of", pa.string(), "dedup", "For a removed duplicate: the survivor's doc_id."),
     # --- rare-content upweighting ---
-    Field("sample_weight", pa.float64(), "rarity", "Training weight; the train split's mean weight is 1."),
+    Field("sample_weight", pa.float64(), "rarity",
+          "Expected times seen in one pass over the snapshot's token budget (at most rarity.max_epochs); "
+          "anchors average 1 (transforms/weighting.py, WEIGHT_MEANING)."),
     Field("rarity_signals", KEYED_VALUES, "rarity",
           "Weight components (language share, cluster size, topic, tail), as {key: component, value}."),
     Field("repeats", pa.int64(), "rarity", "With `rarity.materialize`: how many copies of this row are written."),

@@ -2,14 +2,23 @@
 
 Every document gets ``rarity_signals`` -- the components below, each switchable -- and a raw weight, their
 product times the synthetic stage's downweight (when that policy is on). ``transforms/weighting.py`` then
-scales the raw weights so the train split's mean is 1 (``normalize: anchor_mean``: the anchors' mean), within
-``[min_weight, max_weight]``.
+scales the raw weights so the anchors' mean is 1 (``normalize: split_mean``: the train split's mean), within
+``[min_weight, min(max_weight, max_epochs)]`` -- a weight is a number of epochs (``weighting.WEIGHT_MEANING``).
 
 Components (p = share of the documents in the same group, over the documents being weighted):
 
 1. language share   w = p_lang ** (alpha - 1)            temperature sampling as in mT5 / XLM-R, alpha = 0.3
 2. cluster size     w = dup_cluster_size ** (-gamma)     content that existed in many copies is common
 3. topic rarity     w = p_topic ** (alpha - 1)           k-means topics over hashed bag-of-words, alpha = 0.7
+
+Anchors (``is_anchor``) keep a raw weight of 1 unless ``weight_anchors`` is set: they are the human reference
+and are seen once per pass as written; the components still appear in their ``rarity_signals``.
+
+Small groups are smoothed (``language.min_documents``, ``topic.min_documents``): a group of k documents is
+weighted as if it held max(k, min_documents), so p = max(k, m) / N. Below m documents a group's *total* weight
+grows in proportion to its size (k/m of what m documents would get) instead of each of its few documents
+getting the whole temperature boost: four UDHR paragraphs, or six bibliography lines misidentified as
+Yoruba, are not each worth hundreds of English documents.
 4. lexical tail     w = ((t + 0.01) / (mean_t + 0.01)) ** beta
                     t = share of the document's tokens outside the corpus's `vocabulary_size` most frequent words
 
@@ -43,9 +52,13 @@ _TAIL_SMOOTHING = 0.01
 class LanguageShareConfig:
     enabled: bool = True
     alpha: float = 0.3
+    # A language with fewer documents counts as having this many (see the module docstring): temperature
+    # sampling is meant for languages with a corpus, not for a handful of stray or misidentified documents.
+    min_documents: int = 100
 
     def validate(self) -> None:
         require(0 < self.alpha <= 1, "alpha", f"must be in (0, 1], got {self.alpha}")
+        require(self.min_documents >= 1, "min_documents", f"must be >= 1, got {self.min_documents}")
 
 
 @dataclass
@@ -65,9 +78,11 @@ class TopicConfig:
     dimensions: int = 1024
     iterations: int = 25
     seed: int = 13
+    min_documents: int = 20  # as for languages: a topic of a few documents is weighted as if it had this many
 
     def validate(self) -> None:
         require(0 < self.alpha <= 1, "alpha", f"must be in (0, 1], got {self.alpha}")
+        require(self.min_documents >= 1, "min_documents", f"must be >= 1, got {self.min_documents}")
         require(2 <= self.clusters <= 1024, "clusters", f"must be in [2, 1024], got {self.clusters}")
         require(16 <= self.dimensions <= 65536, "dimensions", f"must be in [16, 65536], got {self.dimensions}")
         require(1 <= self.iterations <= 500, "iterations", f"must be in [1, 500], got {self.iterations}")
@@ -92,20 +107,39 @@ class RarityConfig:
     topic: TopicConfig = field(default_factory=TopicConfig)
     tail: LexicalTailConfig = field(default_factory=LexicalTailConfig)
     sample_size: int = 20_000
-    min_weight: float = 0.1
+    # Low enough that accumulated synthetic text can be weighted down far enough for anchors.min_share 0.9
+    # while it outnumbers the anchors' tokens up to ~11 times (at 0.1 the share would fail past 1.1 times).
+    min_weight: float = 0.01
     max_weight: float = 10.0
-    # What a weight of 1 means. split_mean: the train split's mean weight is 1, so an anchor share above what
-    # the anchors already hold is reached by weighting anchors up (repeating human text). anchor_mean: the
-    # anchors' mean weight is 1, and the share is reached by weighting everything else down -- what a learner
-    # that counts a document w times needs when synthetic text keeps accumulating (benchmarks/README.md,
-    # "Model collapse"). Falls back to split_mean when the train split holds no anchors.
-    normalize: Literal["split_mean", "anchor_mean"] = "split_mean"
+    # The repetition cap: no document is seen more than this many times in one pass over the snapshot's token
+    # budget (a weight is a number of epochs, weighting.WEIGHT_MEANING). 4, after Muennighoff et al. 2023
+    # ("Scaling Data-Constrained Language Models"): up to ~4 epochs repeated data is nearly as good as fresh,
+    # beyond that its value falls off fast. Bounds everything: language temperature, rarity, anchor multiplier.
+    max_epochs: float = 4.0
+    # What a weight of 1 means. anchor_mean (the default): the anchors' mean weight is 1 -- human text is seen
+    # about once per pass -- and anchors.min_share is reached by weighting everything else down: what keeps a
+    # model re-curated on its own output from collapsing (benchmarks/README.md, "Model collapse"). split_mean:
+    # the train split's mean is 1, so a share above what the anchors hold is reached by repeating them.
+    # anchor_mean falls back to split_mean when the train split holds no anchors.
+    normalize: Literal["split_mean", "anchor_mean"] = "anchor_mean"
+    # false (default): every anchor's raw weight is 1 -- the human reference is seen once per pass, as it was
+    # written, and the components reshape only the rest of the mix. Measured: weighting the anchors too (their
+    # weights spread ~0.8-1.3 on WikiText) makes a one-pass sampling plan drop ~8 % of them and raises held-out
+    # perplexity (benchmarks/README.md, "Model collapse"). true: anchors get the components like everything else.
+    weight_anchors: bool = False
     materialize: bool = False
+
+    @property
+    def ceiling(self) -> float:
+        """The highest weight any document gets: the rarity ceiling or the repetition cap, the lower."""
+        return min(self.max_weight, self.max_epochs)
 
     def validate(self) -> None:
         require(self.sample_size >= 100, "sample_size", f"must be >= 100, got {self.sample_size}")
         require(0 < self.min_weight <= 1, "min_weight", f"must be in (0, 1], got {self.min_weight}")
         require(1 <= self.max_weight <= 1000, "max_weight", f"must be in [1, 1000], got {self.max_weight}")
+        require(1 <= self.max_epochs <= 1000, "max_epochs", f"must be in [1, 1000] (a number of times a document "
+                f"may be seen per pass), got {self.max_epochs}")
         # Materialised rows repeat a document at least once, so weights below 1 -- most of the non-anchors
         # under anchor_mean -- would all become 1 and the anchor share would be silently lost.
         require(not (self.materialize and self.normalize == "anchor_mean"), "materialize",
@@ -120,6 +154,13 @@ def share_weight(share: float, alpha: float) -> float:
     """Temperature sampling: a group with share p is sampled in proportion to p**alpha, so each of its
     documents gets p**alpha / p = p**(alpha - 1)."""
     return float(max(share, 1e-12) ** (alpha - 1.0))
+
+
+def smoothed_share(count: int, total: int, min_documents: int) -> float:
+    """A group's share with small groups smoothed: ``max(count, min_documents) / total``, at most 1."""
+    if total <= 0:
+        return 1.0
+    return min(max(count, min_documents), total) / total
 
 
 def cluster_size_weight(size: int, gamma: float) -> float:
@@ -304,13 +345,16 @@ def _with_weights(item, language_counts: dict, topic_counts: dict, mean_tail: fl
                   config: RarityConfig) -> dict[str, Any]:
     doc, signals = item
     signals = dict(signals)
-    signals["language"] = share_weight(language_counts.get(language_of(doc), 1) / max(total, 1),
-                                       config.language.alpha)
+    signals["language"] = share_weight(
+        smoothed_share(language_counts.get(language_of(doc), 1), total, config.language.min_documents),
+        config.language.alpha)
     signals["cluster"] = cluster_size_weight(doc.get("dup_cluster_size", 1), config.cluster.gamma)
-    signals["topic"] = share_weight(topic_counts.get(int(signals["topic_id"]), 1) / max(total, 1),
-                                    config.topic.alpha)
+    signals["topic"] = share_weight(
+        smoothed_share(topic_counts.get(int(signals["topic_id"]), 1), total, config.topic.min_documents),
+        config.topic.alpha)
     signals["tail"] = tail_weight(signals["tail_share"], mean_tail, config.tail.beta)
-    signals["raw"] = raw_weight(signals, config)
+    # The components are recorded for every document; an anchor's raw weight is 1 unless weight_anchors.
+    signals["raw"] = raw_weight(signals, config) if config.weight_anchors or not doc.get("is_anchor") else 1.0
     out = dict(doc)
     out["rarity_signals"] = signals
     return out

@@ -1,25 +1,33 @@
-"""Final training weights: mean 1, inside the configured bounds, anchors at their share.
+"""Final training weights: a number of epochs, capped, anchors at their share.
+
+What a weight means is stated once, in :data:`WEIGHT_MEANING` (the manifest, the README and the dataset card
+quote it): the expected number of times the document is seen in one pass over the snapshot's token budget,
+``B = sum(sample_weight * tokens)`` over ``train/``. ``tailguard.training`` turns it into a sampling plan.
 
 Given each train document's raw rarity weight ``r`` (``rarity_signals.raw``), its token count ``n`` and whether
 it is an anchor, the weight is
 
-    w = clip(c * k_anchor * r, min_weight, max_weight) / M
+    w = clip(c * k_anchor * r, min_weight, ceiling) / M,    ceiling = min(max_weight, max_epochs)
 
-With ``rarity.normalize: split_mean`` (the default):
+With ``rarity.normalize: anchor_mean`` (the default) the anchors' scale ``c k`` is fixed so that *their* mean
+weight is 1 (human text is seen about once per pass), and ``anchors.min_share`` is reached by lowering ``c`` --
+weighting the other documents down to as little as ``min_weight`` -- instead of raising the anchors: human text
+is never repeated to make room for a growing synthetic remainder. (Without anchors in the split it falls back
+to ``split_mean``.)
+
+With ``rarity.normalize: split_mean``:
 
 * ``c`` scales everything so the mean weight over the train split is 1;
 * ``k`` (>= 1, anchors only) is the smallest multiplier that brings the anchors' weighted token share,
-  ``sum(w n | anchor) / sum(w n)``, to ``anchors.min_share``; if even anchors at ``max_weight`` cannot reach
+  ``sum(w n | anchor) / sum(w n)``, to ``anchors.min_share``; if even anchors at the ceiling cannot reach
   it, the largest reachable share is used and the shortfall reported (and the run fails with
   ``anchors.enforce``);
 
-With ``rarity.normalize: anchor_mean`` the anchors' scale ``c k`` is fixed so that *their* mean weight is 1,
-and the share is reached by lowering ``c`` -- weighting the other documents down to as little as
-``min_weight`` -- instead of raising the anchors: human text is never repeated to make room for a growing
-synthetic remainder. (Without anchors in the split it falls back to ``split_mean``.)
-
 In both modes:
 
+* ``rarity.max_epochs`` (default 4) caps every weight, whatever raised it -- language temperature, rarity,
+  the anchor multiplier. Where the cap binds, the manifest's ``repetition_cap`` block reports how many
+  documents it held down and the share of the uncapped weighted tokens it removed;
 * ``c`` and ``k`` are solved on a mergeable log-histogram of ``r`` (``_HIST_BINS`` bins per group, combined
   across workers -- no document list on one worker), then one exact pass measures the realised mean ``M`` of
   the clipped weights and divides it out, so the mean is 1 up to the few documents whose clipping that
@@ -43,6 +51,12 @@ from tailguard.transforms.rarity import RarityConfig
 from tailguard.transforms.text import stable_fraction
 
 _LOG2_MIN, _LOG2_MAX, _HIST_BINS = -60.0, 60.0, 24_000
+
+WEIGHT_MEANING = (
+    "sample_weight is the expected number of times a trainer sees the document in one pass over the snapshot's "
+    "token budget (the sum of sample_weight x tokens over train/): 1 = once, 0.25 = in one pass out of four. "
+    "No document exceeds rarity.max_epochs (default 4); human anchors average 1 and hold at least "
+    "anchors.min_share of the pass's tokens.")
 _REPEAT_SALT = "materialize-repeats"
 
 
@@ -238,6 +252,11 @@ def final_weight(doc: dict[str, Any], solved: WeightScale, realised_mean: float,
     return float(min(max(clipped_weight(doc, solved, lo, hi) / (realised_mean or 1.0), lo), hi))
 
 
+def uncapped_weight(doc: dict[str, Any], solved: WeightScale, realised_mean: float, lo: float) -> float:
+    """The weight the document would get without any ceiling: what the repetition cap is measured against."""
+    return max(clipped_weight(doc, solved, lo, math.inf) / (realised_mean or 1.0), lo)
+
+
 def repeats_for(doc_id: str, weight: float) -> int:
     whole = math.floor(weight)
     extra = 1 if stable_fraction(doc_id, _REPEAT_SALT) < weight - whole else 0
@@ -265,25 +284,43 @@ def _histogram_item(doc: dict[str, Any]):
 def _weighted(doc: dict[str, Any], solved: WeightScale, realised_mean: float, rarity: RarityConfig
               ) -> dict[str, Any]:
     out = dict(doc)
-    weight = final_weight(doc, solved, realised_mean, rarity.min_weight, rarity.max_weight)
+    weight = final_weight(doc, solved, realised_mean, rarity.min_weight, rarity.ceiling)
     out["sample_weight"] = weight
     if rarity.materialize:
         out["repeats"] = repeats_for(doc["doc_id"], weight)
     return out
 
 
+def _with_uncapped(doc: dict[str, Any], solved: WeightScale, realised_mean: float, rarity: RarityConfig):
+    return doc, uncapped_weight(doc, solved, realised_mean, rarity.min_weight)
+
+
+_SUMS = ("docs", "weight", "wn", "anchor_weight", "anchor_wn", "anchors", "capped", "capped_anchors",
+         "uncapped_wn", "excess_wn")
+
+
 class _WeightStats(beam.CombineFn):
-    """Exact realised figures for the manifest: mean weight, anchor token share, weight by source."""
+    """Exact realised figures for the manifest: mean weight, anchor token share, weight by source, and what the
+    repetition cap held down. Input: ``(weighted document, its uncapped weight)``."""
+
+    def __init__(self, ceiling: float):
+        self.ceiling = ceiling
 
     def create_accumulator(self):
-        return {"docs": 0, "weight": 0, "wn": 0, "anchor_weight": 0, "anchor_wn": 0, "anchors": 0,
-                "by_source": {}}
+        return dict({key: 0 for key in _SUMS}, by_source={})
 
-    def add_input(self, acc, doc):
-        w, wn = to_fixed(doc["sample_weight"]), to_fixed(doc["sample_weight"] * tokens_of(doc))
+    def add_input(self, acc, item):
+        doc, uncapped = item
+        tokens = tokens_of(doc)
+        w, wn = to_fixed(doc["sample_weight"]), to_fixed(doc["sample_weight"] * tokens)
         acc["docs"] += 1
         acc["weight"] += w
         acc["wn"] += wn
+        acc["uncapped_wn"] += to_fixed(uncapped * tokens)
+        if uncapped > self.ceiling:
+            acc["capped"] += 1
+            acc["capped_anchors"] += 1 if doc.get("is_anchor") else 0
+            acc["excess_wn"] += to_fixed((uncapped - self.ceiling) * tokens)
         if doc.get("is_anchor"):
             acc["anchor_weight"] += w
             acc["anchor_wn"] += wn
@@ -295,7 +332,7 @@ class _WeightStats(beam.CombineFn):
     def merge_accumulators(self, accumulators):
         total = self.create_accumulator()
         for acc in accumulators:
-            for key in ("docs", "weight", "wn", "anchor_weight", "anchor_wn", "anchors"):
+            for key in _SUMS:
                 total[key] += acc[key]
             for source, w in acc["by_source"].items():
                 total["by_source"][source] = total["by_source"].get(source, 0) + w
@@ -303,7 +340,7 @@ class _WeightStats(beam.CombineFn):
 
     def extract_output(self, acc):
         out = dict(acc)
-        for key in ("weight", "wn", "anchor_weight", "anchor_wn"):
+        for key in ("weight", "wn", "anchor_weight", "anchor_wn", "uncapped_wn", "excess_wn"):
             out[key] = from_fixed(acc[key])
         out["by_source"] = {source: from_fixed(w) for source, w in acc["by_source"].items()}
         return out
@@ -315,6 +352,8 @@ def _weights_report(stats: dict, quantiles: list, solved: WeightScale, rarity: R
     share = stats["anchor_wn"] / stats["wn"] if stats["wn"] > 0 else 0.0
     top = sorted(stats["by_source"].items(), key=lambda item: (-item[1], item[0]))[:10]
     return {
+        "meaning": WEIGHT_MEANING,
+        "token_budget": stats["wn"],
         "train_documents": docs,
         "train_anchors": stats["anchors"],
         "mean_weight": stats["weight"] / docs if docs else None,
@@ -324,6 +363,8 @@ def _weights_report(stats: dict, quantiles: list, solved: WeightScale, rarity: R
                              for i, q in enumerate(quantiles)} if len(quantiles) > 1 else {},
         "min_weight": rarity.min_weight,
         "max_weight": rarity.max_weight,
+        "max_epochs": rarity.max_epochs,
+        "repetition_cap": repetition_cap_report(stats, rarity),
         "anchor_token_share": share,
         "anchor_min_share": anchors.min_share,
         "anchor_multiplier": solved.anchor_multiplier,
@@ -331,6 +372,18 @@ def _weights_report(stats: dict, quantiles: list, solved: WeightScale, rarity: R
         "anchor_share_shortfall": max(0.0, anchors.min_share - share),
         "anchor_enforce": anchors.enforce,
         "top_sources_by_weight": [{"source": s, "weight": w} for s, w in top],
+    }
+
+
+def repetition_cap_report(stats: dict, rarity: RarityConfig) -> dict[str, Any]:
+    """Where the ceiling ``min(max_weight, max_epochs)`` bound: documents held down, and the share of the
+    uncapped weighted tokens it removed (the repetition the cap refused)."""
+    return {
+        "ceiling": rarity.ceiling,
+        "binds": stats["capped"] > 0,
+        "capped_documents": stats["capped"],
+        "capped_anchor_documents": stats["capped_anchors"],
+        "capped_token_mass_share": stats["excess_wn"] / stats["uncapped_wn"] if stats["uncapped_wn"] > 0 else 0.0,
     }
 
 
@@ -343,7 +396,7 @@ class BalanceWeights(beam.PTransform):
         self.anchors = anchors
 
     def expand(self, train):
-        lo, hi = self.rarity.min_weight, self.rarity.max_weight
+        lo, hi = self.rarity.min_weight, self.rarity.ceiling
         min_share = self.anchors.min_share if self.anchors.enabled else 0.0
         solved = (
             train
@@ -358,7 +411,10 @@ class BalanceWeights(beam.PTransform):
         )
         weighted = train | "FinalWeights" >> beam.Map(
             _weighted, beam.pvalue.AsSingleton(solved), beam.pvalue.AsSingleton(realised_mean), self.rarity)
-        stats = weighted | "WeightStats" >> beam.CombineGlobally(_WeightStats())
+        stats = (weighted
+                 | "WithUncapped" >> beam.Map(_with_uncapped, beam.pvalue.AsSingleton(solved),
+                                              beam.pvalue.AsSingleton(realised_mean), self.rarity)
+                 | "WeightStats" >> beam.CombineGlobally(_WeightStats(hi)))
         quantiles = (weighted
                      | "Weights" >> beam.Map(lambda doc: doc["sample_weight"])
                      | "Quantiles" >> beam.ApproximateQuantiles.Globally(11))

@@ -3,9 +3,10 @@
 Small enough to train on a million tokens in well under a second and to sample a WikiText-2-sized corpus in
 about one, which is what a 10-generation x 3-policy collapse experiment on two shared cores needs.
 
-* Counts are weighted: each training paragraph contributes its ``sample_weight`` (tailguard's train split) or
-  1 (plain corpora). Witten-Bell interpolation works with fractional counts -- it only needs the weighted
-  context total and the number of distinct continuations -- where Kneser-Ney's count-of-counts would not.
+* Counts are weighted: each training paragraph contributes its weight -- its count in tailguard's sampling
+  plan (``tailguard.training``), or 1 (plain corpora). Witten-Bell interpolation works with fractional counts
+  -- it only needs the weighted context total and the number of distinct continuations -- where Kneser-Ney's
+  count-of-counts would not.
   A continuation's type count is min(weighted count, 1), so unit weights give textbook Witten-Bell and a
   document weighted 0.1 does not buy a full type's worth of backoff mass.
 

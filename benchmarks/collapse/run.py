@@ -1,7 +1,7 @@
 """Model collapse at CPU scale: 10 generations of a trigram LM retrained on its own samples, three policies.
 
-    .venv/bin/python benchmarks/collapse/run.py [--generations 10] [--workdir DIR] [--set KEY=VALUE ...]
-                                                [--variant NAME:KEY=VALUE;KEY=VALUE ... | --variant none]
+    .venv/bin/python benchmarks/collapse/run.py [--scenario standard|fresh] [--generations 10] [--workdir DIR]
+                                                [--set KEY=VALUE ...] [--variant NAME:KEY=VALUE;KEY=VALUE ...]
 
 Following Shumailov et al. (Nature 2024), generation 0 is a language model trained on real human text
 (WikiText-2 valid, ../shared/data/human); each later generation trains on data built from the previous
@@ -13,11 +13,18 @@ generation's samples -- a corpus of the same size as the human one -- under thre
   2016, WikiText-2's release) plus the previous generation's samples (timestamped as crawled after ChatGPT's
   release, tagged ``web``), goes through ``tailguard run`` -- synthetic scoring, dedup, rarity weights and
   anchor reservation with the default config -- with ``--previous`` pointing at the last snapshot so
-  published documents and anchors accumulate; the next model trains on the snapshot's ``train/*.parquet``,
-  each document counted ``sample_weight`` times.
+  published documents and anchors accumulate; the next model trains on what a user's trainer would read:
+  ``tailguard.training.sampling_plan`` over the snapshot (one pass over its token budget, seeded), each
+  ``train/`` row counted as many times as the plan holds it.
+
+``--scenario fresh`` (the harder one): each generation's crawl also carries fresh human text written after the
+cutoff (State of the Union paragraphs, ``FRESH_FRACTION`` of the human budget per generation, a new slice
+each time), untagged and dated like the samples -- nothing but the content tells it apart. Every policy
+trains on it too; per generation the report gives each policy's share of sampled training tokens from the
+anchors (gen-0 human text), the model's samples and the fresh human text.
 
 Tailguard variants (``DEFAULT_VARIANTS``, or ``--variant``) rerun the tailguard policy with other config
-overrides; a ``learner.weights=...`` setting changes how the trainer reads the weights (``learner_weights``).
+overrides.
 
 Per generation and policy it measures perplexity on WikiText-2 test (vocabulary fixed at generation 0),
 survival of generation 0's rare vocabulary (words seen fewer than 5 times in the human training text) in the
@@ -33,8 +40,10 @@ import contextlib
 import datetime as dt
 import glob
 import gzip
+import hashlib
 import io
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -57,6 +66,7 @@ DEFAULT_TRAIN = HUMAN / "wikitext2-valid.txt"
 DEFAULT_TEST = HUMAN / "wikitext2-test.txt"
 HERE = Path(__file__).resolve().parent
 POLICIES = ("replace", "accumulate", "tailguard")
+SCENARIOS = ("standard", "fresh")
 RARE_BELOW = 5
 HUMAN_RELEASE = "2016-09-26"          # WikiText-2's release; the articles predate it
 FIRST_CRAWL = dt.date(2023, 1, 15)    # every model sample is "crawled" after ChatGPT's release ...
@@ -118,35 +128,49 @@ ingest:
 """
 
 
-LEARNER_PREFIX = "learner."
+FRESH_SOURCE = HUMAN / "state_union.jsonl"  # the harder scenario's fresh human text: not WikiText, not the test set
+FRESH_FRACTION = 0.15  # of the human token budget, per generation: ~31k tokens, 10 generations fit in 350k words
+ORIGINS = ("anchors", "model_samples", "fresh_human")
 
 
 @dataclass
 class Snapshot:
-    """What the next tailguard model trains on, and what the run said about the candidate corpus."""
+    """What the next tailguard model trains on -- the reader's sampling plan over the snapshot -- and what the
+    run said about the candidate corpus."""
 
-    texts: list[str]
-    weights: list[float]
+    texts: list[str]           # train rows, in the plan's row numbering
+    counts: list[int]          # times each row is in the plan
     stats: dict = field(default_factory=dict)
-    human: list[bool] = field(default_factory=list)
 
 
-def learner_weights(snapshot: Snapshot, settings: Sequence[str]) -> list[float]:
-    """How the trainer reads ``sample_weight``. ``learner.weights=published`` (default): as published, mean 1
-    over the split -- an anchor at weight 4 counts as four copies. ``learner.weights=human_unit``: the same
-    ratios, rescaled so the human documents' mean weight is 1 -- synthetic text is sampled down instead of
-    human text being repeated (a trainer that fixes its token budget by the human data, not the split)."""
-    mode = "published"
-    for setting in settings:
-        if setting.startswith(LEARNER_PREFIX + "weights="):
-            mode = setting.split("=", 1)[1]
-    if mode == "published":
-        return snapshot.weights
-    if mode == "human_unit":
-        human = [w for w, is_human in zip(snapshot.weights, snapshot.human) if is_human]
-        scale = len(human) / sum(human) if human else 1.0
-        return [w * scale for w in snapshot.weights]
-    raise ValueError(f"learner.weights must be published or human_unit, got {mode!r}")
+def fresh_paragraphs(path: Path) -> list[list[str]]:
+    """Fresh human paragraphs, tokenised like WikiText (words and punctuation split), in file order
+    (chronological for the State of the Union addresses)."""
+    out = []
+    with path.open(encoding="utf-8") as stream:
+        for record in stream:
+            for line in json.loads(record)["text"].splitlines():
+                tokens = re.findall(r"\w+(?:'\w+)?|[^\w\s]", line)
+                if len(tokens) >= 8:
+                    out.append(tokens)
+    return out
+
+
+def fresh_for(fresh: list[list[str]], generation: int, tokens_per_generation: int) -> list[list[str]]:
+    """Generation g's slice of the fresh corpus: consecutive paragraphs, disjoint across generations."""
+    taken = 0
+    slices: list[list[list[str]]] = [[]]
+    for paragraph in fresh:
+        if taken >= tokens_per_generation:
+            if len(slices) == generation:
+                break
+            slices.append([])
+            taken = 0
+        slices[-1].append(paragraph)
+        taken += len(paragraph)
+    if len(slices) < generation or taken < tokens_per_generation // 2:
+        raise ValueError(f"the fresh corpus runs out before generation {generation}")
+    return slices[generation - 1]
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
@@ -155,17 +179,38 @@ def write_jsonl(path: Path, records: list[dict]) -> None:
             stream.write(json.dumps(record) + "\n")
 
 
+def origin_of(record_id: Optional[str], is_anchor: bool) -> str:
+    if is_anchor:
+        return "anchors"
+    return "fresh_human" if record_id and "/fresh-" in record_id else "model_samples"
+
+
+def token_shares(tokens_by_origin: Counter) -> dict[str, float]:
+    total = sum(tokens_by_origin.values())
+    return {origin: (tokens_by_origin.get(origin, 0) / total if total else 0.0) for origin in ORIGINS}
+
+
 def run_tailguard(workdir: Path, generation: int, human_file: Path, samples: list[list[str]],
-                  previous: Optional[Path], overrides: Sequence[str], quiet: bool = True) -> Snapshot:
+                  fresh: list[list[str]], previous: Optional[Path], overrides: Sequence[str], seed: int,
+                  quiet: bool = True) -> Snapshot:
+    """One curation run over generation g's crawl, then the trainer side exactly as a user runs it:
+    ``tailguard.training.sampling_plan`` over the published snapshot (one pass over its token budget)."""
     import pyarrow.parquet as pq
 
     from tailguard.pipelines.cli import main as tailguard_main
+    from tailguard.training import sampling_plan
 
     crawl_day = FIRST_CRAWL + CRAWL_INTERVAL * (generation - 1)
+    crawled_at = f"{crawl_day.isoformat()}T00:00:00Z"
     crawl = workdir / f"crawl-gen{generation:02d}.jsonl"
-    write_jsonl(crawl, [{"url": f"https://crawl.example/gen{generation:02d}/{i}",
-                         "crawled_at": f"{crawl_day.isoformat()}T00:00:00Z", "text": " ".join(tokens)}
-                        for i, tokens in enumerate(samples)])
+    # Fresh human text is untagged and dated like the samples: only the URL (never read by a stage) tells.
+    records = ([{"url": f"https://crawl.example/gen{generation:02d}/sample-{i}", "crawled_at": crawled_at,
+                 "text": " ".join(tokens)} for i, tokens in enumerate(samples)]
+               + [{"url": f"https://crawl.example/gen{generation:02d}/fresh-{i}", "crawled_at": crawled_at,
+                   "text": " ".join(tokens)} for i, tokens in enumerate(fresh)])
+    # Interleave deterministically, as a crawl would deliver them.
+    records.sort(key=lambda r: hashlib.blake2b(r["url"].encode(), digest_size=8).digest())
+    write_jsonl(crawl, records)
     config = workdir / "curate.yaml"
     config.write_text(TAILGUARD_CONFIG.format(human_release=HUMAN_RELEASE), encoding="utf-8")
     output = workdir / "snapshots"
@@ -184,30 +229,39 @@ def run_tailguard(workdir: Path, generation: int, human_file: Path, samples: lis
     if status != 0:
         raise RuntimeError(f"tailguard run for generation {generation} exited {status}:\n{log.getvalue()}")
     snapshot = output / run_id
-    train = pq.read_table(sorted(glob.glob(str(snapshot / "train" / "*.parquet"))),
-                          columns=["text", "sample_weight", "source", "is_anchor", "synthetic_score",
-                                   "first_run_id", "synthetic_detector"]).to_pylist()
+    plan = sampling_plan(str(snapshot), seed=seed)
+    train = plan_rows(plan)
     rejected_files = sorted(glob.glob(str(snapshot / "rejected" / "*.parquet")))
     rejected = pq.read_table(rejected_files, columns=["source", "reject_reason", "synthetic_score"]).to_pylist() \
         if rejected_files else []
     manifest = json.loads((snapshot / "manifest.json").read_text(encoding="utf-8"))
     weights = manifest.get("weights") or {}
+    origins = [origin_of(d["source_record_id"], bool(d["is_anchor"])) for d in train]
+    sampled = Counter()
+    for origin, count, tokens in zip(origins, plan.counts.tolist(), plan.tokens.tolist()):
+        sampled[origin] += count * tokens
     new_synthetic = [d for d in train + rejected
                      if d["source"] == "web_crawl" and d.get("synthetic_score") is not None
                      and (d.get("first_run_id", run_id) == run_id)]
     human_scores = [d["synthetic_score"] for d in train if d["source"] == "wikitext_human"
                     and d["synthetic_score"] is not None]
-    synthetic_weight = sum(d["sample_weight"] for d in train if d["source"] == "web_crawl")
+    cap = weights.get("repetition_cap") or {}
     stats = {
         "cpu_seconds": cpu,
         "train_documents": len(train),
         "train_synthetic_documents": sum(d["source"] == "web_crawl" for d in train),
-        "synthetic_weight_share": synthetic_weight / max(sum(d["sample_weight"] for d in train), 1e-12),
-        "mean_synthetic_weight": synthetic_weight / max(sum(d["source"] == "web_crawl" for d in train), 1),
-        "mean_human_weight": (sum(d["sample_weight"] for d in train if d["source"] == "wikitext_human")
-                              / max(sum(d["source"] == "wikitext_human" for d in train), 1)),
+        "sampled_token_share": token_shares(sampled),
+        "plan_rows": len(plan),
+        "plan_tokens": plan.sampled_tokens,
+        "plan_max_count": int(plan.counts.max()) if len(plan) else 0,
+        "max_sample_weight": float(plan.weights.max()) if plan.weights.size else None,
+        "max_epochs": plan.max_epochs,
+        "repetition_cap_binds": cap.get("binds"),
+        "mean_weight_by_origin": {origin: float(np.mean([w for w, o in zip(plan.weights, origins) if o == origin]))
+                                  for origin in ORIGINS if origin in origins},
         "anchor_token_share": weights.get("anchor_token_share"),
         "anchor_multiplier": weights.get("anchor_multiplier"),
+        "anchor_share_met": weights.get("anchor_share_met"),
         "rejected_by_reason": {f"{source}:{reason}": n for (source, reason), n in sorted(
             Counter((d["source"], d["reject_reason"]) for d in rejected).items())},
         "new_sample_mean_synthetic_score": (float(np.mean([d["synthetic_score"] for d in new_synthetic]))
@@ -217,8 +271,18 @@ def run_tailguard(workdir: Path, generation: int, human_file: Path, samples: lis
         # Results depend on the detector's version: record it, the shipped model may be retrained.
         "synthetic_detector": sorted({d["synthetic_detector"] for d in train if d["synthetic_detector"]}),
     }
-    return Snapshot([d["text"] for d in train], [d["sample_weight"] for d in train], stats,
-                    [d["source"] == "wikitext_human" for d in train])
+    return Snapshot([d["text"] for d in train], plan.counts.tolist(), stats)
+
+
+def plan_rows(plan) -> list[dict]:
+    """The train rows in the plan's row numbering, with the columns the benchmark reports on."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    columns = ["text", "source", "source_record_id", "is_anchor", "synthetic_score", "first_run_id",
+               "synthetic_detector"]
+    return pa.concat_tables([pq.read_table(path, columns=columns) for path in plan.files]).to_pylist() \
+        if plan.files else []
 
 
 # --------------------------------------------------------------------------------------------------- experiment
@@ -246,9 +310,15 @@ def run_experiment(train_path: Path, test_path: Path, generations: int, workdir:
                    policies: Sequence[str] = POLICIES, overrides: Sequence[str] = (),
                    variants: Optional[dict[str, list[str]]] = None,
                    limit_train: Optional[int] = None, limit_test: Optional[int] = None,
-                   log=print) -> dict:
+                   scenario: str = "standard", fresh_path: Path = FRESH_SOURCE, log=print) -> dict:
     """``policies`` run with ``overrides`` for ``tailguard``; each ``variants`` entry (name -> config
-    overrides) is one more tailguard policy, to show what a different config would have done."""
+    overrides) is one more tailguard policy, to show what a different config would have done.
+
+    ``scenario="fresh"``: every generation's crawl also carries fresh human text from ``fresh_path`` (a slice
+    of ``FRESH_FRACTION`` of the human token budget, dated and tagged like the samples), which replace and
+    accumulate train on too."""
+    if scenario not in SCENARIOS:
+        raise ValueError(f"scenario must be one of {SCENARIOS}, got {scenario!r}")
     variants = dict(variants or {})
     tailguard_policies = {"tailguard": list(overrides), **variants}
     policies = list(policies) + [name for name in variants if name not in policies]
@@ -262,7 +332,13 @@ def run_experiment(train_path: Path, test_path: Path, generations: int, workdir:
     rare = {vocabulary.index[w] for w, n in counts.items() if n < RARE_BELOW and w != "<unk>"}
     budget = sum(len(p) for p in human)
     log(f"human train: {len(human)} paragraphs, {budget} tokens; vocabulary {len(vocabulary)}, "
-        f"rare (< {RARE_BELOW}) {len(rare)}; test: {len(test)} paragraphs, {sum(map(len, test))} tokens")
+        f"rare (< {RARE_BELOW}) {len(rare)}; test: {len(test)} paragraphs, {sum(map(len, test))} tokens; "
+        f"scenario {scenario}")
+    fresh_corpus = fresh_paragraphs(fresh_path) if scenario == "fresh" else []
+    fresh_tokens = int(FRESH_FRACTION * budget)
+
+    def fresh_text(generation: int) -> list[list[str]]:
+        return fresh_for(fresh_corpus, generation, fresh_tokens) if scenario == "fresh" else []
 
     workdir.mkdir(parents=True, exist_ok=True)
     human_file = workdir / "human.jsonl"
@@ -276,6 +352,7 @@ def run_experiment(train_path: Path, test_path: Path, generations: int, workdir:
     gen0_metrics = measure(gen0, gen0_samples, test, rare, None)
     rare_in_gen0_samples = len(rare & vocabulary_of(gen0_samples))
     gen0_metrics["rare_survival_vs_gen0"] = 1.0
+    gen0_metrics["sampled_token_share"] = token_shares(Counter(anchors=budget))
     human_metrics = {f"distinct_{n}": distinct_n(human, n) for n in (1, 2, 3)}
     log(f"gen  0 (all policies): ppl {gen0_metrics['perplexity']:.1f}  rare {gen0_metrics['rare_survival']:.3f}  "
         f"distinct-2 {gen0_metrics['distinct_2']:.3f}")
@@ -285,43 +362,55 @@ def run_experiment(train_path: Path, test_path: Path, generations: int, workdir:
         # Seeds follow the policy, not its position, so a policy run alone reproduces its part of a full run;
         # all tailguard variants share one seed sequence, so they differ only in their settings.
         policy_index = POLICIES.index(policy) + 1 if policy in POLICIES else len(POLICIES) + 1
-        samples, history = gen0_samples, [human, gen0_samples]
+        samples = gen0_samples
+        # (origin, paragraphs) of everything accumulate has seen; gen-0 human text counts as the anchors.
+        history: list[tuple[str, list]] = [("anchors", human)]
         snapshot_dir: Optional[Path] = None
         policy_dir = workdir / policy.replace(" ", "_")
         for generation in range(1, generations + 1):
             extra: dict = {}
-            if policy == "replace":
-                data, weights = samples, None
-            elif policy == "accumulate":
-                data, weights = [p for corpus in history for p in corpus], None
+            fresh = fresh_text(generation)
+            fresh_ids = [vocabulary.encode(p) for p in fresh]
+            crawl = [("model_samples", samples), ("fresh_human", fresh_ids)]
+            history.extend(crawl)
+            if policy in ("replace", "accumulate"):
+                parts = crawl if policy == "replace" else history
+                data, weights = [p for _, corpus in parts for p in corpus], None
+                tokens: Counter = Counter()
+                for origin, corpus in parts:
+                    tokens[origin] += sum(len(p) for p in corpus)
+                extra = {"sampled_token_share": token_shares(tokens)}
             elif policy in tailguard_policies:
                 policy_dir.mkdir(exist_ok=True)
-                settings = tailguard_policies[policy]
-                pipeline_settings = [s for s in settings if not s.startswith(LEARNER_PREFIX)]
                 snapshot = run_tailguard(policy_dir, generation, human_file, [vocabulary.decode(p) for p in samples],
-                                         snapshot_dir, pipeline_settings)
+                                         fresh, snapshot_dir, tailguard_policies[policy],
+                                         seed=int(rng(policy_index, generation).integers(2 ** 31)))
                 snapshot_dir = policy_dir / "snapshots" / f"gen{generation:02d}"
                 data = [vocabulary.encode(text.split()) for text in snapshot.texts]
-                weights = learner_weights(snapshot, settings)
-                extra = {"tailguard": snapshot.stats}
+                weights = snapshot.counts  # the reader's plan: row i trained on counts[i] times
+                extra = {"tailguard": snapshot.stats,
+                         "sampled_token_share": snapshot.stats["sampled_token_share"]}
             else:
                 raise ValueError(f"unknown policy {policy!r}")
             model = TrigramLM(vocabulary, data, weights)
             samples = model.sample(budget, rng(policy_index, generation))
-            history.append(samples)
             metrics = dict(measure(model, samples, test, rare, rare_in_gen0_samples), generation=generation,
                            **extra)
             results[policy].append(metrics)
-            note = ""
-            if extra:
+            shares = metrics["sampled_token_share"]
+            note = (f"  [tokens: anchors {shares['anchors']:.2f}, samples {shares['model_samples']:.2f}, "
+                    f"fresh {shares['fresh_human']:.2f}")
+            if "tailguard" in extra:
                 s = extra["tailguard"]
-                note = (f"  [tailguard: {s['cpu_seconds']:.1f} cpu-s, train {s['train_documents']} docs, "
-                        f"synthetic weight share {s['synthetic_weight_share']:.2f}, "
-                        f"anchor multiplier {s['anchor_multiplier']:.2f}]")
+                note += (f"; tailguard: {s['cpu_seconds']:.1f} cpu-s, train {s['train_documents']} docs, "
+                         f"max weight {s['max_sample_weight']:.2f}, plan max count {s['plan_max_count']}")
+            note += "]"
             log(f"gen {generation:2d} {policy:12s}: ppl {metrics['perplexity']:.1f}  rare "
                 f"{metrics['rare_survival']:.3f} ({metrics['rare_survival_vs_gen0']:.3f} of gen 0)  "
                 f"distinct-2 {metrics['distinct_2']:.3f}{note}")
     return {
+        "scenario": scenario, "fresh_file": str(fresh_path) if scenario == "fresh" else None,
+        "fresh_tokens_per_generation": fresh_tokens if scenario == "fresh" else 0,
         "train_file": str(train_path), "test_file": str(test_path), "generations": generations, "seed": seed,
         "human_paragraphs": len(human), "human_tokens": budget, "vocabulary": len(vocabulary),
         "rare_words": len(rare), "rare_below": RARE_BELOW, "test_tokens": int(sum(map(len, test))),
@@ -335,15 +424,9 @@ def run_experiment(train_path: Path, test_path: Path, generations: int, workdir:
 
 COLORS = {"replace": "tab:red", "accumulate": "tab:blue", "tailguard": "tab:green"}
 SPARE_COLORS = ("tab:purple", "tab:orange", "tab:brown", "tab:olive")
-# What the default run taught (benchmarks/README.md, "Model collapse"): the detector cannot tell these samples
-# from human text, so the anchor share alone decides how much synthetic mass the model sees, and 0.2 is too little; and
-# with weights normalised to mean 1 over the split, a higher anchor share repeats human text instead of
-# sampling synthetic text down -- which this learner pays for in over-confident counts.
-DEFAULT_VARIANTS = {
-    "tailguard-anchors0.8": ["anchors.min_share=0.8", "rarity.max_weight=20"],
-    "tailguard-anchors0.8-human_unit": ["anchors.min_share=0.8", "rarity.max_weight=20",
-                                        "learner.weights=human_unit"],
-}
+# Extra tailguard policies run by default: none -- the defaults are the policy under test. Earlier settings are
+# one --variant away (benchmarks/README.md, "Model collapse", gives the commands).
+DEFAULT_VARIANTS: dict[str, list[str]] = {}
 
 
 def color_of(policy: str, results: dict) -> str:
@@ -418,6 +501,15 @@ def markdown_table(report: dict) -> str:
         for g in range(report["generations"] + 1):
             lines.append(f"| {g} | " + " | ".join(fmt.format(results[p][g][key]) for p in policies) + " |")
         blocks.append("\n".join(lines))
+    lines = ["**share of the sampled training tokens: anchors (gen-0 human text) / model samples / fresh human**",
+             "", "| gen | " + " | ".join(policies) + " |", "|---:|" + "---|" * len(policies)]
+    for g in range(1, report["generations"] + 1):
+        cells = []
+        for p in policies:
+            shares = results[p][g].get("sampled_token_share") or {}
+            cells.append(" / ".join(f"{shares.get(origin, 0.0):.3f}" for origin in ORIGINS))
+        lines.append(f"| {g} | " + " | ".join(cells) + " |")
+    blocks.append("\n".join(lines))
     return "\n\n".join(blocks)
 
 
@@ -455,6 +547,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--generations", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--policies", default=",".join(POLICIES))
+    parser.add_argument("--scenario", choices=SCENARIOS, default="standard",
+                        help="standard: the crawl holds the model's samples; fresh: also fresh human text "
+                             f"({FRESH_SOURCE.name}, {FRESH_FRACTION:.0%} of the human budget per generation)")
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="tailguard config override for the tailguard policy (repeatable)")
     parser.add_argument("--variant", action="append", default=None, metavar="NAME:KEY=VALUE[;KEY=VALUE]",
@@ -462,17 +557,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              f"default variants {DEFAULT_VARIANTS}); --variant none runs none")
     parser.add_argument("--workdir", type=Path, help="where snapshots go (default: a temporary directory, "
                                                      "removed afterwards)")
-    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results" / "collapse.json")
+    parser.add_argument("--results", type=Path, help="default benchmarks/results/collapse.json "
+                                                     "(collapse_fresh.json for --scenario fresh)")
     parser.add_argument("--plots", type=Path, default=HERE)
-    parser.add_argument("--plot-suffix", default="")
+    parser.add_argument("--plot-suffix", help="default '' ('_fresh' for --scenario fresh)")
     parser.add_argument("--merge", type=Path, nargs="+", metavar="RESULTS_JSON",
                         help="run nothing: merge the policies of earlier results files (same data and seed), "
                              "then write --results, the plots and the table")
     args = parser.parse_args(argv)
+    suffix = "" if args.scenario == "standard" else f"_{args.scenario}"
+    if args.results is None:
+        args.results = ROOT / "benchmarks" / "results" / f"collapse{suffix}.json"
+    if args.plot_suffix is None:
+        args.plot_suffix = suffix
     if args.merge:
         report = merge_reports([json.loads(path.read_text(encoding="utf-8")) for path in args.merge])
         return finish(report, args)
-    for path in (args.train, args.test):
+    for path in (args.train, args.test) + ((FRESH_SOURCE,) if args.scenario == "fresh" else ()):
         if not path.exists():
             print(f"missing {path} (../shared/data/human)", file=sys.stderr)
             return 2
@@ -480,7 +581,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         report = run_experiment(args.train, args.test, args.generations, workdir, seed=args.seed,
                                 policies=[p for p in args.policies.split(",") if p], overrides=args.overrides,
-                                variants=parse_variants(args.variant))
+                                variants=parse_variants(args.variant), scenario=args.scenario)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -490,7 +591,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 def merge_reports(reports: list[dict]) -> dict:
     merged = dict(reports[0], results={}, tailguard_overrides={}, cpu_seconds=0.0)
     for report in reports:
-        same = all(report[k] == merged[k] for k in ("train_file", "test_file", "generations", "seed"))
+        same = all(report.get(k) == merged.get(k)
+                   for k in ("train_file", "test_file", "generations", "seed", "scenario"))
         if not same or _generation0(report) != _generation0(reports[0]):
             raise ValueError("results come from different data, seeds or generation counts")
         merged["results"].update(report["results"])
