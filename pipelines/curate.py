@@ -30,7 +30,7 @@ from tailguard.transforms.ingest import Ingest
 from tailguard.transforms.langid import IdentifyLanguage
 from tailguard.transforms.rarity import RareContentWeights
 from tailguard.transforms.sink import CARRIED, INDEX_PREFIX, READ_PREFIX, STATS_PREFIX, WriteSnapshot
-from tailguard.transforms.stage import DEAD_LETTERS, INDEX, PassThrough
+from tailguard.transforms.stage import DEAD_LETTERS, INDEX, WEIGHTS_REPORT, PassThrough
 from tailguard.transforms.synthetic import ScoreSynthetic
 from tailguard.transforms.weighting import BalanceWeights
 
@@ -74,7 +74,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: CurateConfig, inputs: list[s
     new = kept | "FirstPublished" >> beam.Map(_first_published_in, paths.run_id)
     if config.anchors.enabled:
         reserved = new | "HumanAnchors" >> ReserveHumanAnchors(config.anchors)
-        new_train, new_holdout = reserved.train, [reserved.holdout]
+        new_train, new_holdout = reserved.kept, [reserved.extra[ANCHOR_HOLDOUT]]
     else:
         new_train, new_holdout = new, []
 
@@ -85,7 +85,8 @@ def build_pipeline(pipeline: beam.Pipeline, config: CurateConfig, inputs: list[s
     weights_report = None
     if config.rarity.enabled:
         weighted = train | "RareContentWeights" >> RareContentWeights(config.rarity)
-        train, weights_report = weighted | "BalanceWeights" >> BalanceWeights(config.rarity, config.anchors)
+        balanced = weighted.kept | "BalanceWeights" >> BalanceWeights(config.rarity, config.anchors)
+        train, weights_report = balanced.kept, balanced.extra[WEIGHTS_REPORT]
 
     snapshot = {
         TRAIN: train | "MarkTrain" >> beam.Map(_in_split, TRAIN),

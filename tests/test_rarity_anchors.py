@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
+from tailguard.transforms.stage import ANCHOR_HOLDOUT, WEIGHTS_REPORT
 from tailguard.transforms.anchors import (AnchorEligibility, AnchorsConfig, ReserveHumanAnchors, anchor_eligibility,
                                 cutoff_micros, in_holdout, reserve)
 from tailguard.pipelines.config import load_config
@@ -186,9 +187,9 @@ def test_reserve_human_anchors_transform_keeps_holdout_out_of_train(beam_pipelin
     expected_holdout = sorted(d["doc_id"] for d in docs if in_holdout(d["doc_id"], 0.2))
     with beam_pipeline() as p:
         out = p | beam.Create(docs) | ReserveHumanAnchors(AnchorsConfig(holdout_fraction=0.2))
-        assert_that(out.holdout | "HoldoutIds" >> beam.Map(lambda d: d["doc_id"]), equal_to(expected_holdout),
+        assert_that(out.extra[ANCHOR_HOLDOUT] | "HoldoutIds" >> beam.Map(lambda d: d["doc_id"]), equal_to(expected_holdout),
                     label="holdout")
-        assert_that(out.train | "TrainSplit" >> beam.Map(lambda d: (d["split"], d["is_anchor"])),
+        assert_that(out.kept | "TrainSplit" >> beam.Map(lambda d: (d["split"], d["is_anchor"])),
                     equal_to([("train", True)] * (300 - len(expected_holdout))), label="train")
 
 
@@ -216,7 +217,9 @@ def run_weights(beam_pipeline, tmp_path, docs, rarity=RarityConfig(), anchors=An
 
     docs_path, report_path = tmp_path / "docs.json", tmp_path / "report.json"
     with beam_pipeline() as p:
-        weighted, report = (p | beam.Create(docs) | RareContentWeights(rarity) | BalanceWeights(rarity, anchors))
+        features = p | beam.Create(docs) | RareContentWeights(rarity)
+        balanced = features.kept | BalanceWeights(rarity, anchors)
+        weighted, report = balanced.kept, balanced.extra[WEIGHTS_REPORT]
         _ = weighted | "All" >> beam.combiners.ToList() | "Keep" >> beam.Map(_dump, str(docs_path))
         _ = report | "KeepReport" >> beam.Map(_dump, str(report_path))
     return ({d["doc_id"]: d for d in json.loads(docs_path.read_text())}, json.loads(report_path.read_text()))

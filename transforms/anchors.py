@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import apache_beam as beam
 
 from tailguard.transforms.document import ANCHOR_HOLDOUT, TRAIN
 from tailguard.transforms.settings import ConfigError, require, require_fraction
-from tailguard.transforms.stage import StageMetrics
+from tailguard.transforms.stage import StageMetrics, StageOutputs, no_rejections
 from tailguard.transforms.text import stable_fraction
 
 STAGE = "anchors"
@@ -101,11 +101,6 @@ def reserve(doc: dict[str, Any], config: AnchorsConfig) -> dict[str, Any]:
     return out
 
 
-class AnchorOutputs(NamedTuple):
-    train: beam.PCollection
-    holdout: beam.PCollection
-
-
 class _ReserveFn(beam.DoFn):
     def __init__(self, config: AnchorsConfig):
         self.config = config
@@ -128,7 +123,8 @@ class _ReserveFn(beam.DoFn):
 
 
 class ReserveHumanAnchors(beam.PTransform):
-    """Documents in; out: the train split and the anchor holdout (which never reaches train)."""
+    """Documents in; ``StageOutputs`` whose ``kept`` are the train split and whose ``extra[ANCHOR_HOLDOUT]`` is the
+    anchor holdout (which never reaches train); nothing is rejected."""
 
     def __init__(self, config: AnchorsConfig):
         super().__init__()
@@ -136,4 +132,4 @@ class ReserveHumanAnchors(beam.PTransform):
 
     def expand(self, docs):
         result = docs | "Reserve" >> beam.ParDo(_ReserveFn(self.config)).with_outputs(ANCHOR_HOLDOUT, main=TRAIN)
-        return AnchorOutputs(result[TRAIN], result[ANCHOR_HOLDOUT])
+        return StageOutputs(result[TRAIN], no_rejections(docs.pipeline), {ANCHOR_HOLDOUT: result[ANCHOR_HOLDOUT]})

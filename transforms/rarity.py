@@ -40,7 +40,7 @@ import numpy as np
 
 from tailguard.transforms.exact import ExactMean
 from tailguard.transforms.settings import require
-from tailguard.transforms.stage import StageMetrics, fixed_batches
+from tailguard.transforms.stage import StageMetrics, StageOutputs, fixed_batches, no_rejections
 from tailguard.transforms.text import stable_fraction, words
 
 STAGE = "rarity"
@@ -387,7 +387,8 @@ class FitContentModel(beam.CombineFn):
 
 
 class RareContentWeights(beam.PTransform):
-    """Documents in, the same documents out with ``rarity_signals`` (including the raw weight)."""
+    """Documents in; ``StageOutputs`` whose ``kept`` are the same documents with ``rarity_signals`` (including the
+    raw weight) -- nothing is rejected; :class:`~tailguard.transforms.weighting.BalanceWeights` scales them next."""
 
     def __init__(self, config: RarityConfig):
         super().__init__()
@@ -417,6 +418,7 @@ class RareContentWeights(beam.PTransform):
         mean_tail = (featured
                      | "TailShares" >> beam.Map(lambda item: item[1]["tail_share"])
                      | "MeanTailShare" >> beam.CombineGlobally(ExactMean()))
-        return featured | "ApplyWeights" >> beam.Map(
+        weighted = featured | "ApplyWeights" >> beam.Map(
             _with_weights, beam.pvalue.AsDict(language_counts), beam.pvalue.AsDict(topic_counts),
             beam.pvalue.AsSingleton(mean_tail), beam.pvalue.AsSingleton(total), config)
+        return StageOutputs(weighted, no_rejections(docs.pipeline))

@@ -48,6 +48,7 @@ import numpy as np
 from tailguard.transforms.anchors import AnchorsConfig
 from tailguard.transforms.exact import ExactMean, from_fixed, to_fixed
 from tailguard.transforms.rarity import RarityConfig
+from tailguard.transforms.stage import WEIGHTS_REPORT, StageOutputs, no_rejections
 from tailguard.transforms.text import stable_fraction
 
 _LOG2_MIN, _LOG2_MAX, _HIST_BINS = -60.0, 60.0, 24_000
@@ -388,7 +389,8 @@ def repetition_cap_report(stats: dict, rarity: RarityConfig) -> dict[str, Any]:
 
 
 class BalanceWeights(beam.PTransform):
-    """Train documents with raw weights in; out: ``(documents with sample_weight, one weights-report dict)``."""
+    """Train documents with raw weights in; out: ``StageOutputs`` of the documents with ``sample_weight`` (nothing
+    rejected), with the one weights-report dict for the manifest as ``extra[WEIGHTS_REPORT]``."""
 
     def __init__(self, rarity: RarityConfig, anchors: AnchorsConfig):
         super().__init__()
@@ -421,4 +423,4 @@ class BalanceWeights(beam.PTransform):
         report = stats | "Report" >> beam.Map(
             _weights_report, beam.pvalue.AsSingleton(quantiles), beam.pvalue.AsSingleton(solved), self.rarity,
             self.anchors)
-        return weighted, report
+        return StageOutputs(weighted, no_rejections(train.pipeline), {WEIGHTS_REPORT: report})
