@@ -16,6 +16,7 @@ import pyarrow as pa
 import yaml
 
 import tailguard
+from tailguard.transforms.weighting import WEIGHT_MEANING
 from tailguard.transforms.document import (ANCHOR_HOLDOUT, DEAD_LETTER, FIELDS, KEYED_VALUES, RECORD_SCHEMA_VERSION,
                                            REJECTED, TRAIN, Field)
 
@@ -131,21 +132,21 @@ def _reason_rows(title: str, reasons: dict[str, int]) -> list[str]:
 def _weights_paragraph(manifest: dict[str, Any]) -> list[str]:
     weights = manifest.get("weights") or {}
     lines = [
-        "`sample_weight` is how much each `train` document should count: sample documents with probability "
-        "proportional to `sample_weight × tokens`, or multiply each example's loss by it. Rare languages, rare "
-        "topics, documents whose content existed in few copies and human anchors weigh more; likely machine "
-        "text weighs less. Weights are computed against the whole snapshot, so they are only meaningful "
-        "together: do not mix weights of different snapshots.",
+        WEIGHT_MEANING.replace("sample_weight", "`sample_weight`", 1) + " Rare languages, rare topics and content "
+        "that existed in few copies weigh more; likely machine text weighs less. Weights are computed against the "
+        "whole snapshot: do not mix weights of different snapshots.",
+        "",
+        "`tailguard.training.sampling_plan(SNAPSHOT, budget_tokens, seed=0)` turns them into the rows a trainer "
+        "reads (`Dataset.from_parquet(plan.files).select(plan.indices)`, or `PlanSampler(plan)` for a PyTorch "
+        "`DataLoader`); a trainer that cannot sample may multiply each example's loss by `sample_weight` instead.",
     ]
-    meaning = weights.get("meaning")
-    if meaning:
-        lines += ["", f"What a weight means here: {meaning}"]
     if weights.get("train_documents"):
         quantiles = weights.get("weight_quantiles", {})
-        lines += ["", f"In this snapshot: mean weight {weights.get('mean_weight', float('nan')):.4g}, median "
-                      f"{quantiles.get('p50', float('nan')):.3g}, range [{weights.get('min_weight')}, "
-                      f"{weights.get('max_weight')}]; anchors hold {weights.get('anchor_token_share', 0):.1%} of the "
-                      f"weighted tokens (minimum `anchors.min_share` = {weights.get('anchor_min_share')})."]
+        lines += ["", f"In this snapshot: median weight {quantiles.get('p50', float('nan')):.3g}, range "
+                      f"[{weights.get('min_weight')}, "
+                      f"{(weights.get('repetition_cap') or {}).get('ceiling', weights.get('max_weight'))}]; anchors hold "
+                      f"{weights.get('anchor_token_share', 0):.1%} of the weighted tokens (minimum "
+                      f"`anchors.min_share` = {weights.get('anchor_min_share')})."]
     return lines
 
 

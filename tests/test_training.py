@@ -144,3 +144,16 @@ def test_weight_meaning_is_stated_in_the_manifest(snapshot):
     weights = manifest_of(snapshot)["weights"]
     assert weights["meaning"] == WEIGHT_MEANING and "max_epochs" in WEIGHT_MEANING
     assert weights["repetition_cap"]["ceiling"] == 4.0
+
+
+def test_hugging_face_datasets_reads_the_plan_both_ways(snapshot, tmp_path):
+    """What the module docstring tells a trainer to do, with the real library: memory-mapped select, and a
+    streaming generator."""
+    datasets = pytest.importorskip("datasets")
+
+    plan = sampling_plan(str(snapshot), 5_000, seed=3)
+    mapped = datasets.Dataset.from_parquet(list(plan.files), cache_dir=str(tmp_path / "hf")).select(plan.indices)
+    texts = pq.read_table(list(plan.files), columns=["text"]).column("text").to_pylist()
+    assert len(mapped) == len(plan) and mapped["text"] == [texts[i] for i in plan.indices]
+    streamed = datasets.IterableDataset.from_generator(plan.examples, gen_kwargs={"columns": ["text"]})
+    assert [row["text"] for row in streamed] == mapped["text"]
