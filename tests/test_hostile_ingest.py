@@ -380,3 +380,13 @@ def test_the_readme_lists_every_dead_letter_reason():
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("### Dead letters and repairs"):readme.index("### Common corpus formats")]
     assert [r for r in DEAD_LETTER_REASONS if f"| `{r}` |" not in section] == []
+
+
+def test_a_file_name_that_is_not_utf8_is_read_and_named_printably(tmp_path):
+    path = os.path.join(os.fsdecode(bytes(tmp_path)), os.fsdecode(b"caf\xe9.jsonl"))
+    with open(path, "w") as f:
+        f.write(json.dumps({"text": GOOD}) + "\n")
+    items = list(read_file(path, IngestConfig()))
+    assert items[0].document["source_uri"].endswith("/caf\\xe9.jsonl")
+    assert items[0].document["source"] == "caf\\xe9"
+    json.dumps(items[0].document, ensure_ascii=False).encode("utf-8")

@@ -610,6 +610,7 @@ def read_file(uri: str, config: IngestConfig, opener=None) -> Iterator[Item]:
 
     Never raises on the file's content or on a file that vanished or became unreadable after it was listed.
     """
+    path, uri = uri, printable_uri(uri)  # open the real name; records carry one every writer can encode
     source = source_for(uri, config.sources)
     fixed_timestamp = parse_timestamp(source.timestamp, "iso") if source.timestamp else None
     fmt = format_of(uri)
@@ -619,7 +620,7 @@ def read_file(uri: str, config: IngestConfig, opener=None) -> Iterator[Item]:
         return
     open_raw = opener or (lambda u: FileSystems.open(u, compression_type=CompressionTypes.UNCOMPRESSED))
     try:
-        raw = open_raw(uri)
+        raw = open_raw(path)
         head = raw.read(8)
         stream = _rewound(raw, head)
     except Exception as e:  # a file listed a moment ago but gone or unreadable now
@@ -650,6 +651,16 @@ def read_file(uri: str, config: IngestConfig, opener=None) -> Iterator[Item]:
         except Exception as e:  # readers catch what they foresee; this keeps a file from failing the run
             next_offset = 0 if item is None else (item.document or item.dead)["source_offset"] + 1
             yield _dead(uri, next_offset, "unreadable_record", f"{type(e).__name__}: {e}", None, source.name)
+
+
+def printable_uri(uri: str) -> str:
+    """A local file name that is not UTF-8 reaches Python with surrogate escapes (PEP 383), which no UTF-8
+    encoder accepts; in records it is shown with its bytes escaped (``bad\\xff.jsonl``)."""
+    try:
+        uri.encode("utf-8")
+        return uri
+    except UnicodeEncodeError:
+        return uri.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _rewound(raw: BinaryIO, head: bytes) -> BinaryIO:
@@ -757,8 +768,9 @@ class ReadRecordsFn(beam.DoFn):
     def setup(self):
         self.metrics = StageMetrics(STAGE)
 
-    def process(self, uri: str):
+    def process(self, path: bytes):
         self.metrics.count("files")
+        uri = path.decode("utf-8", "surrogateescape")
         # Stream the file's records (never hold a whole file); only the reading is timed as stage work.
         for item in self.metrics.timed_iter(read_file(uri, self.config)):
             self.metrics.saw()
@@ -800,7 +812,9 @@ class Ingest(beam.PTransform):
             pipeline
             | "InputPatterns" >> beam.Create(self.patterns)
             | "MatchFiles" >> fileio.MatchAll(fileio.EmptyMatchTreatment.ALLOW)
-            | "FilePaths" >> beam.Map(lambda metadata: metadata.path)
+            # As bytes: a local file name that is not UTF-8 is a str with surrogate escapes, which Beam's str
+            # coder refuses (the whole run failed on one such name).
+            | "FilePaths" >> beam.Map(lambda metadata: metadata.path.encode("utf-8", "surrogateescape"))
             | "EachFileOnce" >> beam.Distinct()
         )
         read = files | "ReadRecords" >> beam.ParDo(ReadRecordsFn(self.config)).with_outputs(
