@@ -242,6 +242,8 @@ def test_parquet_without_the_text_column_and_with_a_cut_footer():
 def test_txt_in_legacy_encodings_bom_and_crlf():
     docs, dead = read("latin.txt", ("Caf\xe9 au lait. " + GOOD).encode("cp1252"))
     assert not docs and reasons(dead) == [(0, "invalid_utf8")] and "iconv" in dead[0]["error"]
+    items = list(read_file("u.txt", IngestConfig(), opener=lambda _: io.BytesIO(GOOD.encode())))
+    assert items[0].events == ("no_timestamp",)
     docs, _ = read("utf16.txt", ("Caf\xe9 au lait. " + GOOD).encode("utf-16"))
     assert docs[0]["text"].startswith("Café au lait.")
     docs, _ = read("bom.txt", b"\xef\xbb\xbf" + GOOD.encode() + b"\r\n\r\nSecond paragraph.\r\n")

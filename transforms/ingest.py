@@ -573,7 +573,8 @@ def read_text_file(stream: BinaryIO, uri: str, source: SourceConfig, config: Ing
         yield _dead(uri, 0, "invalid_utf8", f"{e}; convert the file to UTF-8 (e.g. iconv -f cp1252 -t utf-8)",
                     data, source.name, excerpt)
         return
-    yield Item(document=make_document(text, source, uri, 0, fixed_timestamp))
+    yield Item(document=make_document(text, source, uri, 0, fixed_timestamp),
+               events=() if fixed_timestamp is not None else (NO_TIMESTAMP,))
 
 
 # Leading bytes of each container, to tell a mislabelled file from a corrupt one before decoding it.
