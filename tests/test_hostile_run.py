@@ -154,6 +154,7 @@ def test_a_run_over_hostile_files_publishes_and_reconciles(hostile_run):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["counts"]["reconciled"] is True, manifest["counts"]["equation"]
     assert manifest["status"] == "complete"
+    assert (run_dir / "report" / "report.json").is_file()  # the report's statistics took the hostile texts too
 
 
 def test_every_hostile_unit_is_in_exactly_one_output_by_uri_and_offset(hostile_run):
