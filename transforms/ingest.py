@@ -526,6 +526,8 @@ def read_parquet(stream: BinaryIO, uri: str, source: SourceConfig, config: Inges
         parquet = pq.ParquetFile(stream)
         num_rows, num_groups = parquet.metadata.num_rows, parquet.num_row_groups
         group_sizes = [parquet.metadata.row_group(g).num_rows for g in range(num_groups)]
+        if min(group_sizes, default=0) < 0 or sum(group_sizes) != num_rows:  # found by fuzzing: a damaged footer
+            raise ValueError(f"footer row counts are inconsistent: {num_rows} in all, groups {group_sizes[:10]}")
     except Exception as e:  # pyarrow raises several types for a corrupt or cut-off footer
         yield _dead(uri, 0, "unreadable_file", f"not a readable Parquet file: {e}", None, source.name)
         return
