@@ -242,6 +242,8 @@ def test_parquet_without_the_text_column_and_with_a_cut_footer():
 def test_txt_in_legacy_encodings_bom_and_crlf():
     docs, dead = read("latin.txt", ("Caf\xe9 au lait. " + GOOD).encode("cp1252"))
     assert not docs and reasons(dead) == [(0, "invalid_utf8")] and "iconv" in dead[0]["error"]
+    items = list(read_file("u.txt", IngestConfig(), opener=lambda _: io.BytesIO(GOOD.encode())))
+    assert items[0].events == ("no_timestamp",)
     docs, _ = read("utf16.txt", ("Caf\xe9 au lait. " + GOOD).encode("utf-16"))
     assert docs[0]["text"].startswith("Café au lait.")
     docs, _ = read("bom.txt", b"\xef\xbb\xbf" + GOOD.encode() + b"\r\n\r\nSecond paragraph.\r\n")
@@ -343,8 +345,9 @@ LINES = st.one_of(
 )
 
 
-@given(st.lists(LINES, min_size=1, max_size=30), st.sampled_from(["auto", "c4", "dolma", "fineweb", "redpajama",
-                                                                  "pile"]))
+# Campaign runs (SCALE > 1) generate longer files: more records per example for the same generation overhead.
+@given(st.lists(LINES, min_size=1 if SCALE == 1 else 20, max_size=30 if SCALE == 1 else 60),
+       st.sampled_from(["auto", "c4", "dolma", "fineweb", "redpajama", "pile"]))
 @settings(max_examples=200 * SCALE, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                            HealthCheck.data_too_large])
 def test_every_generated_line_is_exactly_one_document_or_dead_letter(lines, corpus_format):
@@ -380,3 +383,13 @@ def test_the_readme_lists_every_dead_letter_reason():
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("### Dead letters and repairs"):readme.index("### Common corpus formats")]
     assert [r for r in DEAD_LETTER_REASONS if f"| `{r}` |" not in section] == []
+
+
+def test_a_file_name_that_is_not_utf8_is_read_and_named_printably(tmp_path):
+    path = os.path.join(os.fsdecode(bytes(tmp_path)), os.fsdecode(b"caf\xe9.jsonl"))
+    with open(path, "w") as f:
+        f.write(json.dumps({"text": GOOD}) + "\n")
+    items = list(read_file(path, IngestConfig()))
+    assert items[0].document["source_uri"].endswith("/caf\\xe9.jsonl")
+    assert items[0].document["source"] == "caf\\xe9"
+    json.dumps(items[0].document, ensure_ascii=False).encode("utf-8")

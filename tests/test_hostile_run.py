@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -119,6 +120,9 @@ def build(directory: Path) -> dict[str, object]:
     put("random.txt", bytes(random.Random(4).randrange(256) for _ in range(512)), {0})
     put("gzip.txt", gzip.compress(GOOD.encode()), {0})
     put("table.csv", b"a,b\n1,2\n", {0})
+    # A file name that is not UTF-8 (it reaches Python with surrogate escapes); records name it with \xNN.
+    (directory / os.fsdecode(b"name-\xff-latin1.jsonl")).write_bytes(line(good(300)))
+    expect["name-\\xff-latin1.jsonl"] = {0}
     return expect
 
 
@@ -150,6 +154,7 @@ def test_a_run_over_hostile_files_publishes_and_reconciles(hostile_run):
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["counts"]["reconciled"] is True, manifest["counts"]["equation"]
     assert manifest["status"] == "complete"
+    assert (run_dir / "report" / "report.json").is_file()  # the report's statistics took the hostile texts too
 
 
 def test_every_hostile_unit_is_in_exactly_one_output_by_uri_and_offset(hostile_run):
