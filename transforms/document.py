@@ -44,7 +44,8 @@ FIELDS: tuple[Field, ...] = (
     Field("source_record_id", pa.string(), "ingest", "The record's own id field, when the source has one."),
     Field("source_url", pa.string(), "ingest", "URL the text was fetched from, when the record names one."),
     Field("source_timestamp", pa.timestamp("us", tz="UTC"), "ingest",
-          "When the text was written or published, when known (from the configured timestamp field or value). "
+          "When the text was written or published, when known (from the configured timestamp field or value, "
+          "or a field recognised by ingest.format). "
           "In records: integer microseconds since the Unix epoch, UTC."),
     Field("source_tags", pa.list_(pa.string()), "ingest",
           "Licence/provenance tags from config, e.g. `verified_human`, `public_domain`."),
