@@ -23,8 +23,7 @@ import pytest
 from apache_beam.options.pipeline_options import SetupOptions, StandardOptions, WorkerOptions
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from tailguard.pipelines import cli
-from tailguard.pipelines.cli import pipeline_options
+from tailguard.pipelines.runner import pipeline_options
 from tailguard.pipelines.config import load_config
 from tailguard.pipelines.curate import RunPaths, build_pipeline
 from tests.conftest import EXAMPLES, ROOT, demo_inputs
@@ -181,8 +180,6 @@ def test_flex_template_submits_without_publishing_and_publish_run_publishes_afte
     assert (output / "LATEST").read_text().strip() == "2026-11-20"
 
 
-@pytest.mark.xfail(not hasattr(cli, "DATAFLOW_DEFAULTS"), strict=True,
-                   reason="Dataflow worker defaults are not applied by pipelines/cli.py yet")
 def test_dataflow_gets_worker_defaults_only_for_flags_not_given():
     worker = pipeline_options(["--runner", "DataflowRunner"])[0].view_as(WorkerOptions)
     assert (worker.machine_type, worker.autoscaling_algorithm, worker.max_num_workers) == (

@@ -143,7 +143,7 @@ def test_job_state_streams_outlive_the_job_server_timeout():
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-    from tailguard.pipelines import cli
+    from tailguard.pipelines import runner
 
     service = _RecordingJobService()
     handle = JobServiceHandle(service, PipelineOptions([]))
@@ -151,10 +151,10 @@ def test_job_state_streams_outlive_the_job_server_timeout():
     handle.run("prep-1")
     assert service.timeouts["state"] == 300  # Beam's own behaviour, which the fix works around
 
-    with cli.long_job_streams():
+    with runner.long_job_streams():
         job_id, _, _ = handle.run("prep-1")
     assert job_id == "job-1"
-    assert service.timeouts["state"] == service.timeouts["messages"] == cli.JOB_STREAM_TIMEOUT_S >= 24 * 3600
+    assert service.timeouts["state"] == service.timeouts["messages"] == runner.JOB_STREAM_TIMEOUT_S >= 24 * 3600
     assert handle.timeout == 300  # preparing and staging keep failing fast
     handle.run("prep-1")
     assert service.timeouts["state"] == 300  # the patch is gone outside the context
