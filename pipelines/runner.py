@@ -64,7 +64,7 @@ class RunnerOptions(PipelineOptions):
                                  "no progress for this many seconds, naming the likely cause; 0 waits for ever")
         parser.add_argument("--progress_every", type=float, default=DEFAULT_PROGRESS_EVERY_S,
                             help="seconds between progress lines on stderr (documents read, per-stage counts, "
-                                 "rate, elapsed)")
+                                 "rate, elapsed); 0 counts nothing, which also turns the stall bound off")
 
 
 class JobFailed(RuntimeError):
@@ -87,8 +87,11 @@ def pipeline_options(beam_args: list[str]):
     ours = options.view_as(RunnerOptions)
     if ours.stall_timeout is None or ours.stall_timeout < 0:
         raise ConfigError("--stall_timeout", f"must be >= 0 seconds (0: never), got {ours.stall_timeout}")
-    if ours.progress_every is None or ours.progress_every <= 0:
-        raise ConfigError("--progress_every", f"must be > 0 seconds, got {ours.progress_every}")
+    if ours.progress_every is None or ours.progress_every < 0:
+        raise ConfigError("--progress_every", f"must be >= 0 seconds (0: no progress, no stall bound), "
+                                              f"got {ours.progress_every}")
+    if runner in PORTABLE_RUNNERS:
+        check_job_service(options, runner)
     if runner == "DataflowRunner":
         setup = options.view_as(SetupOptions)
         if not (setup.setup_file or setup.requirements_file or setup.sdk_location != "default"
@@ -106,6 +109,51 @@ def pipeline_options(beam_args: list[str]):
             if not getattr(worker, name):
                 setattr(worker, name, value)
     return options, runner
+
+
+def _listening(address: str, timeout: float = 5.0) -> bool:
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]") or "localhost", int(port)), timeout=timeout):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
+def check_job_service(options, runner: str) -> None:
+    """Before any pipeline exists: the job server is reachable, or the one FlinkRunner would start can start.
+
+    FlinkRunner without ``--job_endpoint`` starts Beam's Flink job server with ``java -jar``; without
+    ``--flink_job_server_jar`` Beam would download a jar at run time, so the one ``make flink-job-server``
+    installed is used instead, and a missing one is an error saying how to install it.
+    """
+    from apache_beam.options.pipeline_options import FlinkRunnerOptions, JobServerOptions, PortableOptions
+
+    from tailguard.pipelines import flink
+
+    endpoint = options.view_as(PortableOptions).job_endpoint
+    if endpoint and endpoint != "embed":
+        if not _listening(endpoint):
+            raise ConfigError("--job_endpoint", f"nothing answers at {endpoint}: start the job server there "
+                                                "(deploy/README.md, \"Flink\") or correct the address")
+        return
+    if runner != "FlinkRunner":
+        if runner == "PortableRunner":
+            raise ConfigError("--job_endpoint", "PortableRunner needs the address of a running job server")
+        return
+    flink.check_java()
+    flink_options = options.view_as(FlinkRunnerOptions)
+    if not flink_options.flink_job_server_jar:
+        if flink.verify():
+            raise ConfigError("--flink_job_server_jar", f"Beam's Flink job server is not installed at "
+                                                        f"{flink.jar_path()}: run `make flink-job-server`, or pass "
+                                                        "--flink_job_server_jar or --job_endpoint")
+        flink_options.flink_job_server_jar = str(flink.jar_path())
+    flink.check_job_server_jar(flink_options.flink_job_server_jar)
+    port = options.view_as(JobServerOptions).job_port
+    if port and _listening(f"localhost:{port}", timeout=1.0):
+        raise ConfigError("--job_port", f"port {port} is already in use: pass another --job_port, or 0 (the "
+                                        "default) for a free one")
 
 
 def installed_wheel(directory: str) -> str:
@@ -243,12 +291,14 @@ class _CountFn(beam.DoFn):
         _ProcessCounts.start(self._directory, self._every_s)
 
     def start_bundle(self):
-        self._n = 0
+        self._n, self._due = 0, time.monotonic() + 1.0
 
     def process(self, element):
+        # A batch runner may process a whole partition as one bundle: counts are handed over every second too.
         self._n += 1
-        if self._n >= 1000:
+        if self._n >= 1000 or time.monotonic() >= self._due:
             self._flush()
+            self._due = time.monotonic() + 1.0
 
     def finish_bundle(self):
         self._flush()
@@ -360,7 +410,7 @@ def _remove(directory: str) -> None:
 
 def stall_message(progress: Progress, bound_s: float, runner_name: Optional[str]) -> str:
     if not progress.workers:
-        return (f"no SDK worker started within within {bound_s:.0f} s of the job starting on {runner_name}: "
+        return (f"no SDK worker started within {bound_s:.0f} s of the job starting on {runner_name}: "
                 "the workers most likely cannot start. Check --environment_type/--environment_config (an EXTERNAL "
                 "worker pool must be listening at that address, and its python must import apache_beam and "
                 "tailguard), and the job server's log; raise --stall_timeout if workers need longer to start")
@@ -379,7 +429,9 @@ def run_and_wait(pipeline: beam.Pipeline, runner_name: Optional[str], *, progres
     """
     ours = pipeline.options.view_as(RunnerOptions)
     stall_timeout_s, progress_every_s = ours.stall_timeout, ours.progress_every
-    stages = watch_progress(pipeline, progress_dir, progress_every_s)
+    stages = watch_progress(pipeline, progress_dir, progress_every_s) if progress_every_s else []
+    if not progress_every_s:
+        stall_timeout_s, progress_every_s = 0, 3600.0
     progress = Progress(stages)
     done = threading.Event()
     try:
