@@ -50,6 +50,8 @@ JOB_STREAM_TIMEOUT_S = 7 * 24 * 3600
 DEFAULT_STALL_TIMEOUT_S = 600
 # How often workers write their counts and the driver prints a progress line (--progress_every).
 DEFAULT_PROGRESS_EVERY_S = 5.0
+# Workers of remote runs write their counts under <output>/_progress/<run>-<random>/, removed when the job ends.
+PROGRESS_FOLDER = "_progress"
 # Outputs this deep in the graph are counted: 1 = the stages, 2 = the steps inside them.
 PROGRESS_DEPTH = 2
 
@@ -395,16 +397,20 @@ def progress_dir_for(output_root: str, name: str, runner_name: Optional[str]) ->
     """Where workers write progress: a local temp dir for in-process runners, else beside the output."""
     if is_local(runner_name):
         return tempfile.mkdtemp(prefix="tailguard-progress-")
-    return f"{output_root.rstrip('/')}/_progress/{name}-{uuid.uuid4().hex[:8]}"
+    return f"{output_root.rstrip('/')}/{PROGRESS_FOLDER}/{name}-{uuid.uuid4().hex[:8]}"
 
 
 def _remove(directory: str) -> None:
     try:
         if os.path.isdir(directory):
             shutil.rmtree(directory, ignore_errors=True)
+            parent = os.path.dirname(directory.rstrip("/"))
+            if os.path.basename(parent) == PROGRESS_FOLDER:
+                with contextlib.suppress(OSError):  # the shared folder goes once no run uses it
+                    os.rmdir(parent)
         elif FileSystems.exists(directory):
             FileSystems.delete([directory])
-    except Exception:
+    except Exception:  # leftover progress files never fail a run that has ended
         pass
 
 

@@ -73,11 +73,15 @@ def test_the_full_pipeline_on_flink_publishes_the_local_runners_bytes_over_two_n
         assert flink_manifest["runner"] == "FlinkRunner" and flink_manifest["counts"]["reconciled"]
         assert checksums(flink_manifest) == checksums(local_manifest), run_id
         assert flink_manifest["counts"] == local_manifest["counts"], run_id
-        # Counters travel back through the job API: every stage's documents, as on the local runner.
-        assert flink_manifest["stage_counters"]["ingest"] == local_manifest["stage_counters"]["ingest"]
+        # Counters travel back through the job API: every stage's documents, as on the local runner (busy time
+        # is the one counter that measures the machine, not the data).
+        documents = lambda m: {stage: {k: v for k, v in counters.items() if k != "busy_us"}
+                               for stage, counters in m["stage_counters"].items()}
+        assert documents(flink_manifest) == documents(local_manifest), run_id
     night_2 = json.loads((on_flink / "night-2" / "manifest.json").read_text())
     assert night_2["counts"]["carried"] > 0  # night 1's documents were carried forward
     assert (on_flink / "LATEST").read_text().strip() == "night-2"
+    assert sorted(p.name for p in on_flink.iterdir()) == ["LATEST", "night-1", "night-2"]  # progress files gone
     flink_report = json.loads((on_flink / "night-2" / "report" / "report.json").read_text())
     local_report = json.loads((local / "night-2" / "report" / "report.json").read_text())
     assert flink_report["metrics"] == local_report["metrics"]
@@ -138,6 +142,8 @@ class _Slow(beam.DoFn):
         yield element
 
 
+# LOOPBACK workers live in this process; when the job ends Flink hangs up their data stream mid-read.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
 def test_a_flink_job_slower_than_the_stall_bound_runs_to_the_end_while_it_progresses(tmp_path, job_server):
     options, name = runner.pipeline_options([*FLINK, "--job_endpoint", job_server.address, "--environment_type",
                                              "LOOPBACK", "--stall_timeout", "10", "--progress_every", "1"])
