@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.corpus import write_corpus  # noqa: E402
-from benchmarks.memory import _children, _descendants, _hwm_kb  # noqa: E402
+from benchmarks.memory import _children, _descendants  # noqa: E402
 from benchmarks.vs_datatrove import run_measured, tailguard_overrides  # noqa: E402
 from tests.emulators import free_port, stop_process, wait_for_port  # noqa: E402
 
@@ -44,15 +44,18 @@ FLINK_CONF = {
 JVM_HEAP = "-Xmx1536m"
 
 
-def _rss_kb(pid: int) -> int:
+def _status_kb(pid: int, *fields: str) -> list[int]:
+    """The named ``/proc/PID/status`` sizes in kB (0 for a process that has gone)."""
+    found = dict.fromkeys(fields, 0)
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
+                name = line.split(":", 1)[0]
+                if name in found:
+                    found[name] = int(line.split()[1])
     except OSError:
         pass
-    return 0
+    return [found[name] for name in fields]
 
 
 def _cpu_s(pid: int) -> float:
@@ -84,9 +87,10 @@ class Sampler(threading.Thread):
         tree, total = _children(), 0
         for group, root in self.roots.items():
             for pid in _descendants(root, tree):
-                self.hwm[group][pid] = max(self.hwm[group].get(pid, 0), _hwm_kb(pid))
+                hwm, rss = _status_kb(pid, "VmHWM", "VmRSS")
+                self.hwm[group][pid] = max(self.hwm[group].get(pid, 0), hwm)
                 self.cpu[group][pid] = max(self.cpu[group].get(pid, 0.0), _cpu_s(pid))
-                total += _rss_kb(pid)
+                total += rss
         self.peak_sum_kb = max(self.peak_sum_kb, total)
 
     def stop(self):

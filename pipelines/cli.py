@@ -26,7 +26,7 @@ Beam pipeline options not listed above pass through unchanged, e.g.
   --runner DirectRunner|DataflowRunner|FlinkRunner|PortableRunner
   --direct_running_mode in_memory|multi_processing   (never multi_threading: it loses elements with Reshuffle)
   --direct_num_workers 2   --temp_location gs://bucket/tmp   --project P --region R
-  --stall_timeout 600   cancel a remote job whose workers report no progress for this many seconds (0: never)
+  --stall_timeout 600   cancel a Flink/portable job whose workers report no progress for this long (0: never)
   --progress_every 5    seconds between progress lines on stderr
 
 The DirectRunner (default) runs on Beam's FnApiRunner directly: Beam 2.77's DirectRunner would first try to

@@ -46,7 +46,7 @@ DATAFLOW_DEFAULTS = {"machine_type": "n2-standard-4", "autoscaling_algorithm": "
 # Jobs that stop making progress are caught by the stall bound below, not by this one.
 JOB_STREAM_TIMEOUT_S = 7 * 24 * 3600
 
-# A job on a remote runner whose workers report no progress for this long is cancelled (--stall_timeout).
+# A job on a portable runner whose workers report no progress for this long is cancelled (--stall_timeout).
 DEFAULT_STALL_TIMEOUT_S = 600
 # How often workers write their counts and the driver prints a progress line (--progress_every).
 DEFAULT_PROGRESS_EVERY_S = 5.0
@@ -62,8 +62,8 @@ class RunnerOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
         parser.add_argument("--stall_timeout", type=float, default=DEFAULT_STALL_TIMEOUT_S,
-                            help="cancel a job on a remote runner (Flink, portable, Dataflow) whose workers report "
-                                 "no progress for this many seconds, naming the likely cause; 0 waits for ever")
+                            help="cancel a job on a portable runner (Flink, a job server) whose workers report no "
+                                 "progress for this many seconds, naming the likely cause; 0 waits for ever")
         parser.add_argument("--progress_every", type=float, default=DEFAULT_PROGRESS_EVERY_S,
                             help="seconds between progress lines on stderr (documents read, per-stage counts, "
                                  "rate, elapsed); 0 counts nothing, which also turns the stall bound off")
@@ -272,8 +272,10 @@ class _ProcessCounts:
                 if last is not None and not FileSystems.exists(path):
                     break  # the driver removed the directory: that job has ended
                 if current != last:
-                    with FileSystems.create(path) as out:
+                    # Written beside and renamed over: the driver never reads a half-written file.
+                    with FileSystems.create(path + ".tmp") as out:
                         out.write(json.dumps({"counts": current, "at": time.time()}).encode())
+                    FileSystems.rename([path + ".tmp"], [path])
                     last = current
             except Exception:  # progress is best effort; the job's own result decides the run
                 pass
@@ -371,10 +373,12 @@ class Progress:
     workers: int = 0
 
     def update(self, seen: tuple[dict[str, int], int]) -> None:
-        counts, workers = seen
-        if counts != self.counts or workers > self.workers:
+        # Counts only grow: a file unreadable at this instant must not look like a step backwards.
+        counts = {label: max(n, self.counts.get(label, 0)) for label, n in seen[0].items()}
+        counts.update({label: n for label, n in self.counts.items() if label not in counts})
+        if counts != self.counts or seen[1] > self.workers:
             self.counts, self.changed = counts, time.monotonic()
-        self.workers = max(self.workers, workers)
+        self.workers = max(self.workers, seen[1])
 
     def stage_total(self, stage: str) -> int:
         return sum(n for label, n in self.counts.items() if label == stage)
@@ -430,8 +434,8 @@ def run_and_wait(pipeline: beam.Pipeline, runner_name: Optional[str], *, progres
                  out: TextIO = sys.stderr, on_submitted: Optional[Callable[[Any], None]] = None):
     """Run ``pipeline``, printing progress to ``out``; returns the result of a job that ended DONE.
 
-    On a remote runner a job whose workers report nothing for ``--stall_timeout`` seconds (0: never) is
-    cancelled. Any other end than DONE raises ``JobFailed`` naming the state and the likely cause.
+    On a portable runner (Flink, Spark, a job server) a job whose workers report nothing for ``--stall_timeout``
+    seconds (0: never) is cancelled. Any other end than DONE raises ``JobFailed`` naming the state and the likely cause.
     """
     ours = pipeline.options.view_as(RunnerOptions)
     stall_timeout_s, progress_every_s = ours.stall_timeout, ours.progress_every
@@ -499,6 +503,9 @@ def _run_remote(pipeline, runner_name, progress, progress_dir, stall_timeout_s, 
         except BaseException as e:  # re-raised in the driver's thread below
             outcome["error"] = e
 
+    # Portable runners only: Dataflow fails jobs whose workers cannot start by itself, and its worker start-up
+    # (VMs booting, dependencies installing) may legitimately take many minutes with nothing to count.
+    watchdog = bool(stall_timeout_s) and runner_name in PORTABLE_RUNNERS
     waiter = threading.Thread(target=wait, daemon=True, name="tailguard-wait")
     waiter.start()
     next_line = time.monotonic() + every_s
@@ -506,7 +513,7 @@ def _run_remote(pipeline, runner_name, progress, progress_dir, stall_timeout_s, 
         waiter.join(timeout=min(1.0, every_s))
         progress.update(read_progress(progress_dir))
         now = time.monotonic()
-        if stall_timeout_s and now - progress.changed > stall_timeout_s and waiter.is_alive():
+        if watchdog and now - progress.changed > stall_timeout_s and waiter.is_alive():
             message = stall_message(progress, stall_timeout_s, runner_name)
             print(f"tailguard: cancelling the job: {message}", file=out, flush=True)
             with contextlib.suppress(Exception):

@@ -160,3 +160,44 @@ def test_a_flink_job_slower_than_the_stall_bound_runs_to_the_end_while_it_progre
     assert "DONE" in str(result.state)
     assert sorted(int(n) for n in (out / "n").read_text().split()) == list(range(80))
     assert "Slow=" in lines.read_text()
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def test_a_worker_dying_mid_job_fails_the_run_with_nothing_published(tmp_path, job_server):
+    import os
+    import signal
+
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "LATEST").write_text("before\n")
+    with BeamService("apache_beam.runners.worker.worker_pool_main", "--service_port",
+                     log=tmp_path / "pool.log") as pool:
+        argv = [sys.executable, "-m", "tailguard.pipelines.cli", *demo_argv(output, "killed"), *FLINK,
+                "--job_endpoint", job_server.address, "--environment_type", "EXTERNAL",
+                "--environment_config", pool.address, "--stall_timeout", "60", "--progress_every", "0.5"]
+        run = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            # Once the workers report documents, kill every SDK harness the pool started.
+            deadline, killed = time.monotonic() + RUN_TIMEOUT, []
+            while not killed and time.monotonic() < deadline and run.poll() is None:
+                if any('"counts": {"' in p.read_text() for p in output.glob("_progress/*/*.json")):
+                    for pid in _children_of(pool.process.pid):
+                        os.kill(pid, signal.SIGKILL)
+                        killed.append(pid)
+                time.sleep(0.2)
+            _, stderr = run.communicate(timeout=RUN_TIMEOUT)
+        finally:
+            if run.poll() is None:
+                run.kill()
+    assert killed, "no SDK harness was running while the job reported progress"
+    assert run.returncode == 1, stderr[-3000:]
+    assert "not published" in stderr
+    assert (output / "LATEST").read_text() == "before\n"
+    assert not list(output.rglob("manifest.json"))

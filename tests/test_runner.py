@@ -27,6 +27,9 @@ def test_progress_line_reports_documents_read_rate_and_each_stage_in_pipeline_or
     assert line.startswith("[0:00:10] RUNNING 2,000 read (200/s)")
     assert line.index("LanguageID=1,500") < line.index("NearDedup=40") and "WriteSnapshot" not in line
     assert progress.workers == 2
+    changed = progress.changed
+    progress.update(({"Ingest": 1000}, 1))  # one worker's file unreadable at this instant: no step backwards
+    assert progress.counts["Ingest"] == 2000 and progress.counts["NearDedup"] == 40 and progress.changed == changed
 
 
 def test_progress_sums_every_worker_file_and_skips_one_being_rewritten(tmp_path):
@@ -78,7 +81,8 @@ def test_a_local_run_prints_progress_while_it_runs(tmp_path, mode):
     lines = [line for line in done.stderr.splitlines() if line.startswith("[0:") and " read (" in line]
     assert len(lines) >= 2, done.stderr[-3000:]
     counts = [int(line.split("] ")[1].split(" read")[0].replace(",", "")) for line in lines]
-    assert counts == sorted(counts) and 0 < counts[-1] <= 478  # documents read so far, never more than exist
+    read = json.loads((tmp_path / "r" / "manifest.json").read_text())["counts"]["records_read"]
+    assert counts == sorted(counts) and 0 < counts[-1] <= read  # records read so far, never more than exist
 
 
 # ------------------------------------------------------------------------------- checks before a pipeline
