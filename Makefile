@@ -26,8 +26,9 @@ demo: install
 	    --run-id demo
 	@echo "output: $(DEMO_OUT)/demo  (manifest: $(DEMO_OUT)/demo/manifest.json)"
 
+# --dist loadgroup: tests marked xdist_group (the Flink ones) stay on one worker; the rest spread as before.
 test: install flink-job-server chromium
-	$(BIN)/python -m pytest -n 2 tests
+	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
 
 # Beam's Flink job server for the Flink tests (tests/test_flink.py) and `--runner FlinkRunner`: fetched with Maven
 # from Maven Central into ~/.cache/tailguard (TAILGUARD_CACHE overrides), checksums verified, re-used when present.
