@@ -4,9 +4,10 @@ Runner names, pipeline options (Dataflow defaults and staging of tailguard itsel
 the long-job stream setting of portable runners, and ``run_and_wait``: submit, report progress while the job
 runs, cancel a job that stops making progress, and fail with a message naming the likely cause.
 
-Progress is observed the same way on every runner: each top-level stage's output (and one level below, so the
-shuffles inside a stage count too) feeds a counting DoFn; in each worker process one thread writes that
-process's counts to a small JSON file every few seconds, and the driver sums the files. Beam's own job API
+Progress is observed the same way on every runner: each top-level stage's output (on remote runners also the
+steps one level below, so that the shuffles inside a stage count too) feeds a counting DoFn; in each worker
+process one thread writes that process's counts to a small JSON file every few seconds, and the driver sums
+the files. Beam's own job API
 cannot do this portably: Flink's job server answers GetJobMetrics only once the job has ended, and its message
 stream carries errors, not counts.
 """
@@ -52,7 +53,7 @@ DEFAULT_STALL_TIMEOUT_S = 600
 DEFAULT_PROGRESS_EVERY_S = 5.0
 # Workers of remote runs write their counts under <output>/_progress/<run>-<random>/, removed when the job ends.
 PROGRESS_FOLDER = "_progress"
-# Outputs this deep in the graph are counted: 1 = the stages, 2 = the steps inside them.
+# Outputs this deep in the graph are counted on remote runners: 1 = the stages, 2 = the steps inside them.
 PROGRESS_DEPTH = 2
 
 
@@ -313,6 +314,9 @@ class _CountFn(beam.DoFn):
             self._n = 0
 
 
+_REPLACED = (beam.Reshuffle, beam.CombineGlobally, beam.CombinePerKey, beam.CombineValues)
+
+
 def watch_progress(pipeline: beam.Pipeline, directory: str, every_s: float = DEFAULT_PROGRESS_EVERY_S,
                    depth: int = PROGRESS_DEPTH) -> list[str]:
     """Count the outputs of the graph's transforms down to ``depth``; returns the top-level labels in order."""
@@ -320,6 +324,7 @@ def watch_progress(pipeline: beam.Pipeline, directory: str, every_s: float = DEF
 
     seen: dict[int, tuple[str, beam.PCollection]] = {}
     stages: list[str] = []
+    opaque: list[str] = []
 
     class Outputs(PipelineVisitor):
         def enter_composite_transform(self, node):
@@ -327,8 +332,14 @@ def watch_progress(pipeline: beam.Pipeline, directory: str, every_s: float = DEF
 
         def visit_transform(self, node):
             label = node.full_label
-            if not label or label.count("/") >= depth:
+            if not label or label.count("/") >= depth or label.startswith(tuple(opaque)):
                 return
+            if isinstance(node.transform, _REPLACED):
+                # Portable runners substitute their own reshuffle and pack or lift combines before running: the
+                # collections inside (and a combine's own output) may not survive, so nothing is attached there.
+                opaque.append(label + "/")
+                if not isinstance(node.transform, beam.Reshuffle):
+                    return
             if "/" not in label and label not in stages:
                 stages.append(label)
             for pcoll in node.outputs.values():
@@ -439,7 +450,10 @@ def run_and_wait(pipeline: beam.Pipeline, runner_name: Optional[str], *, progres
     """
     ours = pipeline.options.view_as(RunnerOptions)
     stall_timeout_s, progress_every_s = ours.stall_timeout, ours.progress_every
-    stages = watch_progress(pipeline, progress_dir, progress_every_s) if progress_every_s else []
+    # Locally the counts only feed the progress lines: the stages suffice. The stall bound of a portable run
+    # also needs the steps inside each stage, so that a long shuffle inside one still counts as progress.
+    depth = 1 if is_local(runner_name) else PROGRESS_DEPTH
+    stages = watch_progress(pipeline, progress_dir, progress_every_s, depth) if progress_every_s else []
     if not progress_every_s:
         stall_timeout_s, progress_every_s = 0, 3600.0
     progress = Progress(stages)

@@ -69,6 +69,27 @@ def test_counting_leaves_the_pipeline_output_unchanged(tmp_path):
     assert not (tmp_path / "progress").exists()  # the workers' files are gone with the job
 
 
+def test_counted_pipelines_survive_the_portable_runners_rewrites(tmp_path):
+    # Portable runners replace Reshuffle and pack or lift combines before submitting; a counter attached inside
+    # one of them referenced a collection that no longer existed (KeyError at submission, found on Flink).
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.runners.portability.portable_runner import PortableRunner
+
+    from tailguard.pipelines import report
+    from tailguard.pipelines.config import load_config
+    from tailguard.pipelines.curate import RunPaths, build_pipeline
+
+    for build in (lambda p: build_pipeline(p, load_config(str(EXAMPLES / "curate.yaml"), []), demo_inputs(),
+                                           RunPaths("r", str(tmp_path / "r"), str(tmp_path / "previous"))),
+                  lambda p: report.build_metrics_pipeline(p, str(tmp_path), report.ReportConfig(), "m.json")):
+        pipeline = beam.Pipeline(options=PipelineOptions([]))
+        build(pipeline)
+        stages = runner.watch_progress(pipeline, str(tmp_path / "progress"), 1.0, depth=3)
+        assert stages
+        optimized = PortableRunner._optimize_pipeline(pipeline.to_runner_api(), pipeline.options)
+        assert any(t.unique_name.startswith("Progress/") for t in optimized.components.transforms.values())
+
+
 @pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
 def test_a_local_run_prints_progress_while_it_runs(tmp_path, mode):
     argv = [sys.executable, "-m", "tailguard.pipelines.cli", "run", "--output", str(tmp_path), "--run-id", "r",
