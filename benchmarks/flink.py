@@ -33,12 +33,12 @@ from tests.emulators import free_port, stop_process, wait_for_port  # noqa: E402
 
 # Batch on one 2-core machine: two slots for parallelism 2; sorts and shuffles spill to io.tmp.dirs on disk
 # instead of growing the heap; managed memory (the sort buffers) small, since the Python workers -- not the
-# JVM -- hold the documents while stages run.
+# JVM -- hold the documents while stages run. The embedded cluster needs the network memory fixed (min = max).
 FLINK_CONF = {
     "taskmanager.numberOfTaskSlots": "2",
     "parallelism.default": "2",
     "taskmanager.memory.managed.size": "256m",
-    "taskmanager.memory.network.min": "64m",
+    "taskmanager.memory.network.min": "128m",
     "taskmanager.memory.network.max": "128m",
 }
 JVM_HEAP = "-Xmx1536m"
@@ -141,7 +141,11 @@ def measure_flink(corpus: Path, work: Path, config: str) -> dict:
             sampler.stop()
             wall = time.perf_counter() - started
         if code != 0:
-            raise SystemExit(f"flink run failed ({code}); see {work / 'flink.log'}")
+            kept = Path(tempfile.mkdtemp(prefix="tailguard-flink-bench-failed-"))
+            for name in ("flink.log", "job-server.log"):
+                if (work / name).exists():
+                    (kept / name).write_bytes((work / name).read_bytes())
+            raise SystemExit(f"flink run failed ({code}); logs kept in {kept}")
     finally:
         stop_process(server)
     jvm_mb = max(sampler.hwm["jvm"].values(), default=0) / 1024
