@@ -32,12 +32,12 @@ from benchmarks.vs_datatrove import run_measured, tailguard_overrides  # noqa: E
 from tests.emulators import free_port, stop_process, wait_for_port  # noqa: E402
 
 # Batch on one 2-core machine: two slots for parallelism 2; sorts and shuffles spill to io.tmp.dirs on disk
-# instead of growing the heap; managed memory (the sort buffers) small, since the Python workers -- not the
-# JVM -- hold the documents while stages run. The embedded cluster needs the network memory fixed (min = max).
+# instead of growing the heap. Managed memory holds the sort buffers: at 256 MB a sort failed on one large
+# record ("Cannot write record to fresh sort buffer. Record too large."), so 1 GB. The embedded cluster needs the network memory fixed (min = max).
 FLINK_CONF = {
     "taskmanager.numberOfTaskSlots": "2",
     "parallelism.default": "2",
-    "taskmanager.memory.managed.size": "256m",
+    "taskmanager.memory.managed.size": "1024m",
     "taskmanager.memory.network.min": "128m",
     "taskmanager.memory.network.max": "128m",
 }
