@@ -4,11 +4,9 @@ fail before a pipeline exists, and progress lines from the local runner in both 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import zipfile
-from pathlib import Path
 
 import apache_beam as beam
 import pytest
