@@ -225,8 +225,13 @@ print(json.dumps({"staged": sorted(staged), "wheels": wheels, "metadata": metada
 def test_dataflow_from_an_installed_wheel_stages_tailguard_itself(tmp_path, dataflow_job):
     # The source checkout stages setup.py (workflow.tar.gz, the test above); a wheel has no setup.py beside
     # the code, so the installed distribution is packed back into a wheel and staged as an extra package.
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                            "-w", str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300)
+    leftover = not (ROOT / "build").exists()  # setuptools builds in the source tree: leave it as it was
+    try:
+        built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                                "-w", str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300)
+    finally:
+        if leftover:
+            shutil.rmtree(ROOT / "build", ignore_errors=True)
     assert built.returncode == 0, built.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("tailguard-*.whl")
     venv = tmp_path / "venv"
