@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO_OUT ?= out/demo
 
-.PHONY: demo test install bench clean chromium fuzz
+.PHONY: demo test install bench clean chromium fuzz flink-job-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,15 @@ demo: install
 	    --run-id demo
 	@echo "output: $(DEMO_OUT)/demo  (manifest: $(DEMO_OUT)/demo/manifest.json)"
 
-test: install chromium
-	$(BIN)/python -m pytest -n 2 tests
+# --dist loadgroup: tests marked xdist_group (the Flink ones) stay on one worker; the rest spread as before.
+test: install flink-job-server chromium
+	$(BIN)/python -m pytest -n 2 --dist loadgroup tests
+
+# Beam's Flink job server for the Flink tests (tests/test_flink.py) and `--runner FlinkRunner`: fetched with Maven
+# from Maven Central into ~/.cache/tailguard (TAILGUARD_CACHE overrides), checksums verified, re-used when present.
+# Needs `mvn` and a JDK 17; see pipelines/flink.py for why it is Beam 2.62.0's Flink 1.19 runner.
+flink-job-server: install
+	$(BIN)/python -m tailguard.pipelines.flink install
 
 # The report test opens report.html in headless Chromium. Installed from Debian when missing and running as
 # root; otherwise that one test skips, saying why.

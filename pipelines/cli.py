@@ -7,10 +7,8 @@ Options this parser does not know are Beam pipeline options and pass through unc
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -18,25 +16,18 @@ from typing import Any, Optional, Sequence
 import yaml
 
 import tailguard
+from tailguard.pipelines import runner
 from tailguard.transforms.settings import ConfigError
 
 STAGE_ORDER = ("ingest", "langid", "synthetic", "dedup", "anchors", "rarity")
-LOCAL_RUNNERS = {None, "DirectRunner", "direct", "FnApiRunner"}
-# Worker defaults for Dataflow, used only where the user gave no value.
-DATAFLOW_DEFAULTS = {"machine_type": "n2-standard-4", "autoscaling_algorithm": "THROUGHPUT_BASED",
-                     "max_num_workers": 50}
-
-# Beam 2.77's PortableRunner (FlinkRunner and SparkRunner build on it) opens the driver's job-state and message
-# streams with timeout=job_server_timeout (default 300 s): a job running longer makes the driver fail with
-# DEADLINE_EXCEEDED while the job goes on, so the run would never be published. Those two streams get this
-# timeout instead; preparing and staging keep job_server_timeout, so an unreachable job service fails fast.
-JOB_STREAM_TIMEOUT_S = 7 * 24 * 3600
 
 RUN_EPILOG = """\
 Beam pipeline options not listed above pass through unchanged, e.g.
   --runner DirectRunner|DataflowRunner|FlinkRunner|PortableRunner
   --direct_running_mode in_memory|multi_processing   (never multi_threading: it loses elements with Reshuffle)
   --direct_num_workers 2   --temp_location gs://bucket/tmp   --project P --region R
+  --stall_timeout 600   cancel a Flink/portable job whose workers report no progress for this long (0: never)
+  --progress_every 5    seconds between progress lines on stderr
 
 The DirectRunner (default) runs on Beam's FnApiRunner directly: Beam 2.77's DirectRunner would first try to
 download the Prism runner binary. Pass --runner PrismRunner to use Prism deliberately.
@@ -146,62 +137,7 @@ def config_command(args) -> int:
     return 0
 
 
-def pipeline_options(beam_args: list[str]):
-    from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions, WorkerOptions
-
-    options = PipelineOptions(beam_args)
-    runner = options.view_as(StandardOptions).runner
-    if runner == "DataflowRunner":
-        setup = options.view_as(SetupOptions)
-        if not (setup.setup_file or setup.requirements_file or setup.sdk_location != "default"
-                or options.get_all_options().get("sdk_container_image")):
-            # Workers need this package; staging setup.py installs it (and its pinned deps) on each worker.
-            candidate = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "setup.py")
-            if os.path.exists(candidate):
-                setup.setup_file = candidate
-        worker = options.view_as(WorkerOptions)
-        for name, value in DATAFLOW_DEFAULTS.items():
-            if not getattr(worker, name):
-                setattr(worker, name, value)
-    return options, runner
-
-
-@contextlib.contextmanager
-def long_job_streams(timeout_s: int = JOB_STREAM_TIMEOUT_S):
-    """While active, ``JobServiceHandle.run`` opens the job-state and message streams with ``timeout_s``."""
-    from apache_beam.runners.portability.portable_runner import JobServiceHandle
-
-    original = JobServiceHandle.run
-
-    def run(self, preparation_id):
-        saved = self.timeout
-        self.timeout = max(saved or 0, timeout_s)
-        try:
-            return original(self, preparation_id)
-        finally:
-            self.timeout = saved
-
-    JobServiceHandle.run = run
-    try:
-        yield
-    finally:
-        JobServiceHandle.run = original
-
-
-def local_runner(options):
-    """What Beam's DirectRunner falls back to for batch pipelines, minus the Prism download attempt."""
-    from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-    from apache_beam.runners.portability.portable_runner import JobServiceHandle
-
-    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    provision = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-    return fn_runner.FnApiRunner(provision_info=provision)
-
-
 def run_command(args, beam_args: list[str]) -> int:
-    import apache_beam as beam
-
     from tailguard.pipelines import publish, report
     from tailguard.pipelines.config import config_hash, config_to_dict
     from tailguard.pipelines.curate import RunPaths, build_pipeline
@@ -223,17 +159,15 @@ def run_command(args, beam_args: list[str]) -> int:
 
     publish.prepare_run_dir(run_dir)
     started = dt.datetime.now(dt.timezone.utc)
-    runner = local_runner(options) if runner_name in LOCAL_RUNNERS else None
-    pipeline = beam.Pipeline(runner=runner, options=options)
+    pipeline = runner.make_pipeline(options, runner_name)
     build_pipeline(pipeline, config, sorted(inputs), paths)
-    with long_job_streams() if runner is None else contextlib.nullcontext():
-        result = pipeline.run()
-    result.wait_until_finish()
-    finished = dt.datetime.now(dt.timezone.utc)
-    state = str(getattr(result, "state", "DONE"))
-    if "DONE" not in state.upper():
-        print(f"tailguard: error: pipeline ended in state {state}; run {run_id} not published", file=sys.stderr)
+    try:
+        result = runner.run_and_wait(pipeline, runner_name,
+                                     progress_dir=runner.progress_dir_for(args.output, run_id, runner_name))
+    except runner.JobFailed as e:
+        print(f"tailguard: error: {e}; run {run_id} not published", file=sys.stderr)
         return 1
+    finished = dt.datetime.now(dt.timezone.utc)
     counters = publish.stage_counters(result)
     ordered = {s: counters[s] for s in STAGE_ORDER if s in counters}
     ordered.update({s: v for s, v in counters.items() if s not in ordered})
@@ -292,7 +226,7 @@ def plan_run(*, config_path: Optional[str], overrides: Sequence[str], patterns: 
     if previous:
         resolved_previous = publish.resolve_previous(previous)
         publish.check_previous(resolved_previous)
-    options, runner_name = pipeline_options(beam_args)
+    options, runner_name = runner.pipeline_options(beam_args)
     return RunPlan(config, inputs, run_id, resolved_previous, options, runner_name, publish.join(output, run_id))
 
 

@@ -23,7 +23,7 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from tailguard.pipelines import publish
+from tailguard.pipelines import publish, runner
 from tailguard.transforms.collapse_risk import collapse_risk
 from tailguard.transforms.diversity import (
     INPUT, NGRAM_ORDERS, ReportConfig, SnapshotMetrics, assemble, drift_flags, threshold_name, trend_values)
@@ -154,17 +154,15 @@ def build_metrics_pipeline(pipeline: beam.Pipeline, snapshot_dir: str, config: R
 def compute_metrics(snapshot_dir: str, config: ReportConfig, out_path: str,
                     pipeline_args: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Run the metrics pipeline over one snapshot; the figures land in ``out_path`` and are returned."""
-    from tailguard.pipelines.cli import LOCAL_RUNNERS, local_runner, pipeline_options
-
-    options, runner_name = pipeline_options(list(pipeline_args or []))
-    runner = local_runner(options) if runner_name in LOCAL_RUNNERS else None
-    pipeline = beam.Pipeline(runner=runner, options=options)
+    options, runner_name = runner.pipeline_options(list(pipeline_args or []))
+    pipeline = runner.make_pipeline(options, runner_name)
     build_metrics_pipeline(pipeline, snapshot_dir, config, out_path)
-    result = pipeline.run()
-    result.wait_until_finish()
-    state = str(getattr(result, "state", "DONE"))
-    if "DONE" not in state.upper():
-        raise RuntimeError(f"report pipeline for {snapshot_dir} ended in state {state}")
+    parent, name = snapshot_dir.rstrip("/").rsplit("/", 1) if "/" in snapshot_dir.rstrip("/") else (".", snapshot_dir)
+    try:
+        runner.run_and_wait(pipeline, runner_name, progress_dir=runner.progress_dir_for(parent, f"report-{name}",
+                                                                                      runner_name))
+    except runner.JobFailed as e:
+        raise RuntimeError(f"report pipeline for {snapshot_dir}: {e}") from e
     return json.loads(_read_text(out_path))
 
 

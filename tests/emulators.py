@@ -5,6 +5,8 @@
 * ``FaultyProxy``: an HTTP proxy in front of it that answers ``503`` to chosen requests -- the transient errors
   the GCS client must retry.
 * ``BeamService``: Beam's portable job service / external SDK worker pool in their own processes.
+* ``FlinkJobServer``: Beam's Flink job server (installed by ``make flink-job-server``) with an embedded Flink
+  cluster (``--flink-master [local]``), its job API on 127.0.0.1.
 * ``gcs_env``: the environment a process needs to talk to the emulator without real credentials.
 
 Every server listens on 127.0.0.1 only, on a free port, and is stopped by its owner. Beam's job service and
@@ -265,6 +267,33 @@ class BeamService:
         finally:
             if self.log:
                 out.close()
+        wait_for_port(self.port, timeout=120, process=self.process)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        stop_process(self.process)
+
+
+class FlinkJobServer:
+    """Beam's Flink job server in its own JVM, running jobs on an embedded Flink cluster; job API on loopback."""
+
+    def __init__(self, jar: Path, workdir: Path, log: Path):
+        self.jar, self.workdir, self.log = jar, workdir, log
+        self.port = free_port()
+        self.process: Optional[subprocess.Popen] = None
+
+    @property
+    def address(self) -> str:
+        return f"localhost:{self.port}"
+
+    def __enter__(self) -> "FlinkJobServer":
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        argv = ["java", f"-Djava.io.tmpdir={self.workdir}", "-jar", str(self.jar), "--flink-master", "[local]",
+                "--job-host", LOOPBACK, "--job-port", str(self.port), "--artifact-port", "0",
+                "--expansion-port", "0", "--artifacts-dir", str(self.workdir / "artifacts")]
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(argv, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
         wait_for_port(self.port, timeout=120, process=self.process)
         return self
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tarfile
 import tempfile
@@ -23,8 +24,7 @@ import pytest
 from apache_beam.options.pipeline_options import SetupOptions, StandardOptions, WorkerOptions
 from apache_beam.portability.api import beam_runner_api_pb2
 
-from tailguard.pipelines import cli
-from tailguard.pipelines.cli import pipeline_options
+from tailguard.pipelines.runner import pipeline_options
 from tailguard.pipelines.config import load_config
 from tailguard.pipelines.curate import RunPaths, build_pipeline
 from tests.conftest import EXAMPLES, ROOT, demo_inputs
@@ -181,8 +181,6 @@ def test_flex_template_submits_without_publishing_and_publish_run_publishes_afte
     assert (output / "LATEST").read_text().strip() == "2026-11-20"
 
 
-@pytest.mark.xfail(not hasattr(cli, "DATAFLOW_DEFAULTS"), strict=True,
-                   reason="Dataflow worker defaults are not applied by pipelines/cli.py yet")
 def test_dataflow_gets_worker_defaults_only_for_flags_not_given():
     worker = pipeline_options(["--runner", "DataflowRunner"])[0].view_as(WorkerOptions)
     assert (worker.machine_type, worker.autoscaling_algorithm, worker.max_num_workers) == (
@@ -193,3 +191,53 @@ def test_dataflow_gets_worker_defaults_only_for_flags_not_given():
     assert (worker.machine_type, worker.autoscaling_algorithm, worker.max_num_workers) == (
         "c3-highmem-8", "NONE", 7)
     assert pipeline_options([])[0].view_as(WorkerOptions).machine_type is None  # local runs untouched
+
+
+# Run in a fresh venv where tailguard is installed from its wheel: Dataflow's dry run, printing what it stages.
+WHEEL_DRY_RUN = r"""
+import json, os, sys, zipfile
+import apache_beam as beam
+import tailguard
+from apache_beam.portability.api import beam_runner_api_pb2
+from tailguard.pipelines.config import load_config
+from tailguard.pipelines.curate import RunPaths, build_pipeline
+from tailguard.pipelines.runner import pipeline_options
+
+assert "site-packages" in tailguard.__file__, tailguard.__file__
+options, _ = pipeline_options(json.loads(sys.argv[1]))
+pipeline = beam.Pipeline(options=options)
+build_pipeline(pipeline, load_config(sys.argv[2], []), ["gs://crawl/2026-11-20/*.jsonl.gz"],
+               RunPaths("2026-11-20", "gs://snapshots/2026-11-20"))
+job = pipeline.run().job
+staged = {}
+for environment in job.proto_pipeline.components.environments.values():
+    for artifact in environment.dependencies:
+        name = beam_runner_api_pb2.ArtifactStagingToRolePayload.FromString(artifact.role_payload).staged_name
+        staged[name] = beam_runner_api_pb2.ArtifactFilePayload.FromString(artifact.type_payload).path
+wheels = {n: sorted(zipfile.ZipFile(p).namelist()) for n, p in staged.items() if n.endswith(".whl")}
+metadata = {n: zipfile.ZipFile(p).read(next(f for f in wheels[n] if f.endswith("METADATA"))).decode()
+            for n, p in staged.items() if n.endswith(".whl")}
+print(json.dumps({"staged": sorted(staged), "wheels": wheels, "metadata": metadata,
+                  "setup_file": options.view_as(beam.options.pipeline_options.SetupOptions).setup_file}))
+"""
+
+
+def test_dataflow_from_an_installed_wheel_stages_tailguard_itself(tmp_path, dataflow_job, installed_wheel):
+    # The source checkout stages setup.py (workflow.tar.gz, the test above); a wheel has no setup.py beside
+    # the code, so the installed distribution is packed back into a wheel and staged as an extra package.
+    fresh, wheel = installed_wheel  # tests/conftest.py: the wheel in a fresh venv with its own dependencies
+    # The dataflow_job fixture points Cloud Storage at its emulator through the environment.
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    flags = DATAFLOW_FLAGS + ["--dry_run", "True"]
+    done = subprocess.run([str(fresh), "-c", WHEEL_DRY_RUN, json.dumps(flags), str(EXAMPLES / "curate.yaml")],
+                          capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-4000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["setup_file"] is None and "workflow.tar.gz" not in result["staged"]
+    (name,) = [n for n in result["wheels"] if n.startswith("tailguard-")]
+    files = result["wheels"][name]
+    for needed in ("tailguard/__init__.py", "tailguard/pipelines/curate.py", "tailguard/pipelines/runner.py",
+                   "tailguard/transforms/models/synthetic_fasttext.ftz", "tailguard/transforms/langid_data/iso639-1.tsv"):
+        assert needed in files, needed
+    assert "Requires-Dist: apache-beam[gcp]==2.77.*" in result["metadata"][name]  # workers get the pinned deps
+    assert "extra_packages.txt" in result["staged"]

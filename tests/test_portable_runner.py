@@ -86,16 +86,18 @@ def test_a_failing_portable_job_publishes_nothing(tmp_path, portable_services):
     assert not list(output.rglob("manifest.json"))
 
 
-def test_flink_deployment_versions_match_the_installed_beam():
+def test_flink_deployment_pins_the_flink_and_job_server_the_suite_runs():
     import re
 
     import apache_beam as beam
     import yaml
     from apache_beam.options.pipeline_options import FlinkRunnerOptions
 
-    flink = ROOT / "deploy" / "flink"
-    compose = yaml.safe_load((flink / "docker-compose.yml").read_text())
-    manifests = [doc for path in sorted((flink / "k8s").glob("*.yaml"))
+    from tailguard.pipelines import flink
+
+    deploy = ROOT / "deploy" / "flink"
+    compose = yaml.safe_load((deploy / "docker-compose.yml").read_text())
+    manifests = [doc for path in sorted((deploy / "k8s").glob("*.yaml"))
                  for doc in yaml.safe_load_all(path.read_text())]
     images = [s["image"] for s in compose["services"].values() if "image" in s]
     for doc in manifests:
@@ -105,16 +107,17 @@ def test_flink_deployment_versions_match_the_installed_beam():
         images += [c["image"] for c in pod.get("containers", []) if "image" in c]
     flink_versions = {m.group(1) for i in images for m in [re.match(r"flink:(\d+\.\d+)", i)] if m}
     job_servers = [i for i in images if "job_server" in i]
-    # One Flink version everywhere, one Beam publishes a job server for, and the job server of this Beam.
-    assert len(flink_versions) == 1 and flink_versions <= set(FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS)
-    (version,) = flink_versions
-    assert job_servers and all(i == f"apache/beam_flink{version}_job_server:{beam.__version__}" for i in job_servers)
+    # The Flink and job server the test suite runs (tests/test_flink.py), everywhere.
+    assert flink_versions == {flink.FLINK_VERSION} <= set(FlinkRunnerOptions.PUBLISHED_FLINK_VERSIONS)
+    version = flink.FLINK_VERSION
+    assert job_servers and all(i == f"apache/beam_flink{version}_job_server:{flink.JOB_SERVER_BEAM_VERSION}"
+                               for i in job_servers)
     deployment = next(d for d in manifests if d["kind"] == "FlinkDeployment")
     assert deployment["spec"]["flinkVersion"] == "v" + version.replace(".", "_")
     sidecar = [c for c in deployment["spec"]["taskManager"]["podTemplate"]["spec"]["containers"]
                if c["name"] == "sdk-worker-pool"]
     assert sidecar and sidecar[0]["ports"][0]["containerPort"] == 50000
-    worker = (flink / "Dockerfile.worker").read_text()
+    worker = (deploy / "Dockerfile.worker").read_text()
     assert f"FROM apache/beam_python3.11_sdk:{beam.__version__}" in worker
 
 
@@ -143,7 +146,7 @@ def test_job_state_streams_outlive_the_job_server_timeout():
     from apache_beam.options.pipeline_options import PipelineOptions
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-    from tailguard.pipelines import cli
+    from tailguard.pipelines import runner
 
     service = _RecordingJobService()
     handle = JobServiceHandle(service, PipelineOptions([]))
@@ -151,10 +154,10 @@ def test_job_state_streams_outlive_the_job_server_timeout():
     handle.run("prep-1")
     assert service.timeouts["state"] == 300  # Beam's own behaviour, which the fix works around
 
-    with cli.long_job_streams():
+    with runner.long_job_streams():
         job_id, _, _ = handle.run("prep-1")
     assert job_id == "job-1"
-    assert service.timeouts["state"] == service.timeouts["messages"] == cli.JOB_STREAM_TIMEOUT_S >= 24 * 3600
+    assert service.timeouts["state"] == service.timeouts["messages"] == runner.JOB_STREAM_TIMEOUT_S >= 24 * 3600
     assert handle.timeout == 300  # preparing and staging keep failing fast
     handle.run("prep-1")
     assert service.timeouts["state"] == 300  # the patch is gone outside the context

@@ -37,10 +37,8 @@ def split_list(value: str, separator: str) -> list[str]:
 
 def submit(argv: Optional[Sequence[str]] = None, wait: bool = False) -> dict:
     """Validate, prepare ``OUTPUT/RUN_ID``, start the pipeline; returns the launch record."""
-    import apache_beam as beam
-
-    from tailguard.pipelines import publish
-    from tailguard.pipelines.cli import LOCAL_RUNNERS, local_runner, plan_run
+    from tailguard.pipelines import publish, runner
+    from tailguard.pipelines.cli import plan_run
     from tailguard.pipelines.config import config_hash, config_to_dict
     from tailguard.pipelines.curate import RunPaths, build_pipeline
 
@@ -58,15 +56,13 @@ def submit(argv: Optional[Sequence[str]] = None, wait: bool = False) -> dict:
         "runner": runner_name or "DirectRunner", "started_at": dt.datetime.now(dt.timezone.utc).isoformat(),
     }
     publish.write_text(publish.join(run_dir, "_stats", LAUNCH_RECORD), json.dumps(record, indent=1))
-    pipeline = beam.Pipeline(runner=local_runner(options) if runner_name in LOCAL_RUNNERS else None,
-                             options=options)
+    pipeline = runner.make_pipeline(options, runner_name)
     build_pipeline(pipeline, config, sorted(inputs), RunPaths(run_id=run_id, run_dir=run_dir,
                                                               previous_dir=previous))
     result = pipeline.run()
     if wait:
         result.wait_until_finish()
-    job_id = getattr(result, "job_id", None)
-    record["job_id"] = job_id() if callable(job_id) else job_id
+    record["job_id"] = runner.job_id(result)
     print(json.dumps({"run_dir": run_dir, "job_id": record["job_id"]}))
     return record
 
