@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from benchmarks.collapse.lm import TrigramLM, Vocabulary
-from benchmarks.collapse.run import (ORIGINS, distinct_n, fresh_for, load_paragraphs, markdown_table, run_experiment,
+from benchmarks.collapse.run import (distinct_n, fresh_for, load_paragraphs, run_experiment,
                                      verdict)
 from tests.conftest import EXAMPLES
 

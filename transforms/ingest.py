@@ -30,7 +30,6 @@ import json
 import math
 import posixpath
 import re
-import zlib
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, Callable, Iterator, Literal, NamedTuple, Optional
 
