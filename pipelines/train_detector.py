@@ -45,7 +45,8 @@ from tailguard.transforms.synthetic import (COMBINER_FEATURES, COMBINER_FILE, FA
                                   SyntheticDetector, classifier_machine_probabilities, combiner_features,
                                   score_texts, sigmoid)
 from tailguard.transforms.synthetic_signals import (EXCESS_VOCABULARY_FILE, LEAKAGE, LEAKAGE_FILE, MODELS_DIR,
-                                          SignalLexicons, fasttext_input, text_signals, tokenize)
+                                          SignalLexicons, classifier_view, fasttext_input, text_signals,
+                                          tokenize)
 from tailguard.transforms.text import normalize_text, stable_fraction
 
 DETECTOR_NAME = "tailguard-synthetic"
@@ -80,8 +81,11 @@ NEWTON_STEPS = 50
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train", required=True, metavar="FILE", help="JSONL: text, label (human|machine), group")
-    parser.add_argument("--dev", required=True, metavar="FILE", help="JSONL measured (never fitted) after training")
+    parser.add_argument("--train", required=True, action="append", metavar="FILE",
+                        help="JSONL: text, label (human|machine), group; repeatable: the files are pooled, each "
+                             "group keyed by its content (group ids are only unique within one file)")
+    parser.add_argument("--dev", required=True, action="append", metavar="FILE",
+                        help="JSONL measured (never fitted) after training; repeatable")
     parser.add_argument("--output", required=True, metavar="DIR", help="model directory to write")
     parser.add_argument("--attacks", metavar="FILE", help="JSONL of machine texts after evasion (e.g. paraphrase): "
                                                           "recall is reported")
@@ -144,6 +148,33 @@ def read_human_documents(path: str | Path, chars: int = HUMAN_DOCUMENT_CHARS) ->
                 documents.append(normalize_text(buffer)[0])
                 buffer = ""
     return documents
+
+
+def content_group_key(rows: Sequence[dict[str, Any]]) -> str:
+    """A group id derived from the group's texts: the human text(s) if it has any, else all of them.
+
+    Group ids of the shared files are only unique within a file (the older sets number their groups, and
+    300 ids of train.jsonl and dev.jsonl collide), so pooled files are keyed by content instead: the same
+    passage gets the same key whichever file it came from, and two files never merge unrelated groups.
+    """
+    humans = sorted(r["text"] for r in rows if r["label"] == "human")
+    basis = humans or sorted(r["text"] for r in rows)
+    return "c-" + hashlib.sha256("\x00".join(basis).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def read_training_sets(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Rows of every file, in file order, with ``group`` replaced by :func:`content_group_key`."""
+    pooled = []
+    for path in paths:
+        rows = read_labelled(path)
+        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            groups[str(row.get("group") if row.get("group") is not None else row["text"])].append(row)
+        keys = {group: content_group_key(members) for group, members in groups.items()}
+        for row in rows:
+            original = str(row.get("group") if row.get("group") is not None else row["text"])
+            pooled.append(dict(row, group=keys[original]))
+    return pooled
 
 
 def is_calibration_group(row: dict[str, Any], fraction: float) -> bool:
@@ -228,17 +259,36 @@ def classifier_training_inputs(rows: list[dict[str, Any]]) -> tuple[list[str], i
     return inputs, sum(skip)
 
 
-def train_classifier(fit_rows: list[dict[str, Any]], model_file: Path, seed: int) -> dict[str, Any]:
+def classifier_training_lines(rows: Sequence[dict[str, Any]], inputs: Sequence[str], repeats: dict[str, int],
+                              view: str) -> list[str]:
+    """fastText's training file: each row ``repeats[corpus]`` times, in a stable pseudo-random order.
+
+    One thread reads the file front to back, so the order is the order of the updates: rows sorted by corpus,
+    each repeated in a run, would give the classifier nine identical steps in a row and one corpus at a time
+    (at lr 0.2 that diverged to NaN on some folds of the pooled sets). Sorting by a hash of (repeat, text)
+    interleaves everything, deterministically.
+    """
+    keyed = []
+    for row, text in zip(rows, inputs):
+        text = classifier_view(text, view)
+        if not text.strip():
+            continue
+        line = f"__label__{row['label']} {text}\n"
+        for r in range(repeats[corpus_of(row)]):
+            keyed.append((stable_fraction(f"{r}\x00{line}", SPLIT_SALT + "-order"), line))
+    keyed.sort()
+    return [line for _, line in keyed]
+
+
+def train_classifier(fit_rows: list[dict[str, Any]], model_file: Path, seed: int,
+                     view: str = "full") -> dict[str, Any]:
     """Train and quantise the classifier; returns the parameters used (recorded in the combiner JSON)."""
     params = dict(FASTTEXT_PARAMS, seed=seed, thread=1)
     repeats = corpus_repeats(fit_rows)
     inputs, removed = classifier_training_inputs(fit_rows)
     with tempfile.TemporaryDirectory() as tmp:
         train_file = Path(tmp) / "fasttext-train.txt"
-        with open(train_file, "w", encoding="utf-8") as f:
-            for row, text in zip(fit_rows, inputs):
-                if text.strip():
-                    f.write(f"__label__{row['label']} {text}\n" * repeats[corpus_of(row)])
+        train_file.write_text("".join(classifier_training_lines(fit_rows, inputs, repeats, view)), encoding="utf-8")
         # fastText's trainer is repeatable only from a clean process (a second training in the same process
         # can start from stale memory), so it always runs in a freshly spawned one.
         context = multiprocessing.get_context("spawn")
@@ -249,7 +299,7 @@ def train_classifier(fit_rows: list[dict[str, Any]], model_file: Path, seed: int
         if child.exitcode != 0 or not model_file.exists():
             raise RuntimeError(f"fastText training failed (exit code {child.exitcode})")
     return {"train": params, "quantize": QUANTIZE_PARAMS, "corpus_repeats": repeats,
-            "shared_prompt_tokens_removed": removed}
+            "shared_prompt_tokens_removed": removed, "view": view}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -257,13 +307,18 @@ def train_classifier(fit_rows: list[dict[str, Any]], model_file: Path, seed: int
 
 
 def fit_logistic(features: np.ndarray, labels: np.ndarray, sample_weights: np.ndarray,
-                 l2: float = L2_PENALTY, steps: int = NEWTON_STEPS) -> tuple[np.ndarray, float]:
-    """L2-penalised logistic regression by Newton's method from zero: deterministic, no learning rate."""
+                 l2: float = L2_PENALTY, steps: int = NEWTON_STEPS,
+                 offset: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """L2-penalised logistic regression by Newton's method from zero: deterministic, no learning rate.
+
+    ``offset`` (log-odds per row) is added to the linear term and not fitted: the model learns only what the
+    offset -- another model's opinion -- does not already say."""
     design = np.hstack([features, np.ones((len(features), 1))])
     penalty = np.diag(np.r_[np.full(features.shape[1], l2), 0.0])
     beta = np.zeros(design.shape[1])
+    base = np.zeros(len(features)) if offset is None else np.asarray(offset, dtype=np.float64)
     for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-(design @ beta)))
+        p = 1.0 / (1.0 + np.exp(-(base + design @ beta)))
         gradient = design.T @ (sample_weights * (p - labels)) + penalty @ beta
         hessian = (design * (sample_weights * p * (1.0 - p))[:, None]).T @ design + penalty
         step = np.linalg.solve(hessian, gradient)
@@ -477,12 +532,12 @@ def human_threshold(model_dir: Path, threshold: float, human_files: Sequence[str
     return threshold, report
 
 
-def train(train_path: str | Path, output: str | Path, calibration_fraction: float = 0.3,
+def train(train_paths: Sequence[str | Path], output: str | Path, calibration_fraction: float = 0.3,
           target_fpr: float = 0.01, seed: int = 1, threshold_human: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Write a complete model directory to ``output``; returns the combiner description."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    rows = read_labelled(train_path)
+    rows = read_training_sets(train_paths)
     fit_rows, calibration = split_by_group(rows, calibration_fraction)
     for part, name in ((fit_rows, "fit"), (calibration, "calibration")):
         if len({r["label"] for r in part}) < 2:
@@ -509,7 +564,7 @@ def train(train_path: str | Path, output: str | Path, calibration_fraction: floa
         "fasttext_model": FASTTEXT_FILE,
         **combiner,
         "training": {
-            "train_file_sha256": file_sha256(train_path),
+            "train_files_sha256": {Path(p).name: file_sha256(p) for p in train_paths},
             "rows": len(rows), "fit_rows": len(fit_rows), "calibration_rows": len(calibration),
             "calibration_fraction": calibration_fraction, "split_salt": SPLIT_SALT,
             "fasttext": fasttext_params, "l2_penalty": L2_PENALTY,
@@ -560,9 +615,11 @@ def main(args: argparse.Namespace) -> int:
         if f.name in (FASTTEXT_FILE, COMBINER_FILE, LEAKAGE_FILE, EXCESS_VOCABULARY_FILE):
             print(f"  {f.name}  {f.stat().st_size:,} bytes  sha256 {file_sha256(f)[:16]}")
     report: dict[str, Any] = {"combiner": description}
-    dev = measure(read_labelled(args.dev), output, thresholds)
-    report["dev"] = dev
-    print(format_report(f"dev {args.dev}", dev))
+    report["dev"] = {}
+    for dev_path in args.dev:
+        dev = measure(read_labelled(dev_path), output, thresholds)
+        report["dev"][Path(dev_path).name] = dev
+        print(format_report(f"dev {dev_path}", dev))
     if args.attacks:
         attacks = measure(read_labelled(args.attacks), output, thresholds, breakdown_keys=("generator",))
         report["attacks"] = attacks
