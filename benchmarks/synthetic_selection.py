@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import tempfile
 from collections import defaultdict
@@ -31,14 +32,19 @@ from tailguard.transforms.text import stable_fraction  # noqa: E402
 SHARED = ROOT.parent / "shared" / "data" / "synthetic"
 CHAT_GENERATORS = ("gpt-3.5-turbo", "gpt-4-turbo-preview", "claude-3-sonnet", "claude-3-opus")
 CHAT_DOMAINS = ("abstract-arxiv", "review-yelp", "story-writingprompts")
-VIEW_PARAMS: dict = {}
 
 
 def base_generator(row: dict) -> str:
     return str(row.get("generator", "")).split("+")[0]
 
 
-def train_and_score(train_rows: list[dict], test_rows: list[dict], view: str) -> list[float]:
+def _fit(train_file: str, model_file: str, params: dict) -> None:
+    import fasttext
+
+    fasttext.train_supervised(input=train_file, verbose=0, seed=1, thread=1, **params).save_model(model_file)
+
+
+def train_and_score(train_rows: list[dict], test_rows: list[dict], view: str, lr: float) -> list[float]:
     import fasttext
 
     repeats = corpus_repeats(train_rows)
@@ -46,8 +52,16 @@ def train_and_score(train_rows: list[dict], test_rows: list[dict], view: str) ->
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "train.txt"
         path.write_text("".join(classifier_training_lines(train_rows, inputs, repeats, view)), encoding="utf-8")
-        params = dict(FASTTEXT_PARAMS, **VIEW_PARAMS.get(view, {}))
-        model = fasttext.train_supervised(input=str(path), verbose=0, seed=1, thread=1, **params)
+        params = dict(FASTTEXT_PARAMS, lr=lr)
+        # fastText's trainer must start from a clean process (a second training in one process diverges to
+        # NaN on these sets), as in train-detector.
+        context = multiprocessing.get_context("spawn")
+        child = context.Process(target=_fit, args=(str(path), str(Path(tmp) / "model.bin"), params))
+        child.start()
+        child.join()
+        if child.exitcode != 0:
+            raise RuntimeError(f"fastText training failed (exit code {child.exitcode})")
+        model = fasttext.load_model(str(Path(tmp) / "model.bin"))
     test_inputs = [classifier_view(tokenize(r["text"]).classifier_input, view) for r in test_rows]
     return classifier_machine_probabilities(model, test_inputs)
 
@@ -68,16 +82,22 @@ def folds(rows: list[dict]):
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--candidates", default="full,masked")
+    parser.add_argument("--lr", type=float, default=FASTTEXT_PARAMS["lr"])
+    parser.add_argument("--shuffle-all", action="store_true",
+                        help="one shuffle of all training sets, instead of the sets in order")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "synthetic_selection.json"))
     args = parser.parse_args()
     rows = read_training_sets([SHARED / "train.jsonl", SHARED / "broad-train.jsonl"])
+    if args.shuffle_all:
+        rows = [dict(r, training_set=0) for r in rows]
+    variant = "shuffled" if args.shuffle_all else "ordered"
     results: dict[str, dict[str, float]] = defaultdict(dict)
     for name, train, test in folds(rows):
         labels = [r["label"] == "machine" for r in test]
         for view in args.candidates.split(","):
-            value = auroc(labels, train_and_score(train, test, view))
-            results[view][name] = value
-            print(f"{view:10s} {name:32s} {value:.4f}", flush=True)
+            value = auroc(labels, train_and_score(train, test, view, args.lr))
+            results[f"{view}@lr{args.lr:g}/{variant}"][name] = value
+            print(f"{view:10s} lr {args.lr:g} {variant} {name:32s} {value:.4f}", flush=True)
     for view, cells in results.items():
         logo = [v for k, v in cells.items() if k.startswith("logo")]
         lodo = [v for k, v in cells.items() if k.startswith("lodo")]

@@ -44,13 +44,13 @@ import numpy as np
 from tailguard.transforms.synthetic import (COMBINER_FEATURES, COMBINER_FILE, FASTTEXT_FILE, Combiner, SyntheticConfig,
                                   SyntheticDetector, classifier_machine_probabilities, combiner_features,
                                   score_texts, sigmoid)
-from tailguard.transforms.synthetic_signals import (EXCESS_VOCABULARY_FILE, LEAKAGE, LEAKAGE_FILE, MODELS_DIR,
-                                          SignalLexicons, classifier_view, fasttext_input, text_signals,
-                                          tokenize)
+from tailguard.transforms.synthetic_signals import (CLASSIFIER_VIEWS, EXCESS_VOCABULARY_FILE, LEAKAGE, LEAKAGE_FILE,
+                                          MODELS_DIR, SignalLexicons, classifier_view, fasttext_input,
+                                          text_signals, tokenize)
 from tailguard.transforms.text import normalize_text, stable_fraction
 
 DETECTOR_NAME = "tailguard-synthetic"
-DETECTOR_VERSION = "1"
+DETECTOR_VERSION = "2"
 SPLIT_SALT = "tailguard-synthetic-calibration"
 
 # Longer training (lr 0.05, 40 epochs) fits the training generators better -- calibration-split AUROC 0.781
@@ -66,6 +66,9 @@ FASTTEXT_PARAMS: dict[str, Any] = {
 }
 # Product quantisation keeps the model ~1.5 MB: only the most useful embedding rows survive (cutoff -- or
 # fewer, when fewer rows were ever trained), and the classifier is briefly retrained around them.
+# What of each text the classifier reads (synthetic_signals.CLASSIFIER_VIEWS), chosen by its worst unseen
+# generator and domain on the training data (benchmarks/synthetic_selection.py; figures in benchmarks/README.md).
+CLASSIFIER_VIEW = "full"
 QUANTIZE_PARAMS: dict[str, Any] = {"cutoff": 50_000, "retrain": True, "qnorm": True, "dsub": 2}
 
 # Leakage tells are near-certain evidence but too rare in any training set to fit a weight: each tell adds
@@ -98,6 +101,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="verified human text of other domains (.txt, or .jsonl with a text field), cut into "
                              "~2,000-character documents: the drop threshold is raised until at most "
                              "--target-fpr of each file's documents lie above it too; repeatable")
+    parser.add_argument("--classifier-view", choices=CLASSIFIER_VIEWS, default=CLASSIFIER_VIEW,
+                        help=f"what of each text the classifier reads ({CLASSIFIER_VIEW})")
     parser.add_argument("--report", metavar="FILE", help="also write the measurements as JSON here")
 
 
@@ -163,9 +168,10 @@ def content_group_key(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def read_training_sets(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
-    """Rows of every file, in file order, with ``group`` replaced by :func:`content_group_key`."""
+    """Rows of every file, in file order, with ``group`` replaced by :func:`content_group_key` and
+    ``training_set`` the file's position among ``paths``."""
     pooled = []
-    for path in paths:
+    for index, path in enumerate(paths):
         rows = read_labelled(path)
         groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in rows:
@@ -173,7 +179,7 @@ def read_training_sets(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
         keys = {group: content_group_key(members) for group, members in groups.items()}
         for row in rows:
             original = str(row.get("group") if row.get("group") is not None else row["text"])
-            pooled.append(dict(row, group=keys[original]))
+            pooled.append(dict(row, group=keys[original], training_set=index))
     return pooled
 
 
@@ -206,6 +212,10 @@ def _train_fasttext(train_file: str, model_file: str, params: dict[str, Any], qu
 
 def corpus_of(row: dict[str, Any]) -> str:
     return str(row.get("dataset") or "")
+
+
+def domain_cell(row: dict[str, Any]) -> str:
+    return f"{corpus_of(row)}/{row.get('domain') or ''}"
 
 
 def corpus_repeats(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -261,12 +271,14 @@ def classifier_training_inputs(rows: list[dict[str, Any]]) -> tuple[list[str], i
 
 def classifier_training_lines(rows: Sequence[dict[str, Any]], inputs: Sequence[str], repeats: dict[str, int],
                               view: str) -> list[str]:
-    """fastText's training file: each row ``repeats[corpus]`` times, in a stable pseudo-random order.
+    """fastText's training file: each row ``repeats[corpus]`` times; the training sets in the order given,
+    each one's lines in a stable pseudo-random order.
 
-    One thread reads the file front to back, so the order is the order of the updates: rows sorted by corpus,
-    each repeated in a run, would give the classifier nine identical steps in a row and one corpus at a time
-    (at lr 0.2 that diverged to NaN on some folds of the pooled sets). Sorting by a hash of (repeat, text)
-    interleaves everything, deterministically.
+    One thread reads the file front to back, so the order is the order of the updates. Within a training
+    set, sorting by a hash of (repeat, text) interleaves its corpora and spreads each row's repeats (in a run
+    they are nine identical steps in a row). Across sets the given order is kept, so the set given last --
+    the current chat models -- shapes the final weights most: on the training data's leave-one-generator-out
+    folds that ranks an unseen chat model better than one shuffle of everything (benchmarks/README.md).
     """
     keyed = []
     for row, text in zip(rows, inputs):
@@ -275,9 +287,10 @@ def classifier_training_lines(rows: Sequence[dict[str, Any]], inputs: Sequence[s
             continue
         line = f"__label__{row['label']} {text}\n"
         for r in range(repeats[corpus_of(row)]):
-            keyed.append((stable_fraction(f"{r}\x00{line}", SPLIT_SALT + "-order"), line))
+            keyed.append((row.get("training_set", 0), stable_fraction(f"{r}\x00{line}", SPLIT_SALT + "-order"),
+                          line))
     keyed.sort()
-    return [line for _, line in keyed]
+    return [line for _, _, line in keyed]
 
 
 def train_classifier(fit_rows: list[dict[str, Any]], model_file: Path, seed: int,
@@ -344,12 +357,13 @@ def balanced_weights(rows: list[dict[str, Any]], labels: np.ndarray) -> np.ndarr
 def threshold_for_fpr(rows: list[dict[str, Any]], labels: np.ndarray, scores: np.ndarray,
                       target_fpr: float) -> float:
     """Smallest score on a 0.01 grid (at least 0.5) above which at most ``target_fpr`` of the human texts of
-    *every* corpus lie: a threshold that holds in each domain, not only on average, is likelier to hold in
-    the next one."""
-    corpora = sorted({corpus_of(row) for row in rows})
+    *every* (corpus, domain) cell lie: a threshold that holds in each domain, not only on average, is likelier
+    to hold in the next one (per corpus alone, the pooled sets' thresholds let 2-3 % of unseen domains' human
+    text through)."""
+    cells = sorted({domain_cell(row) for row in rows})
     human_scores = []
-    for corpus in corpora:
-        mask = np.array([corpus_of(row) == corpus for row in rows]) & (labels == 0)
+    for cell in cells:
+        mask = np.array([domain_cell(row) == cell for row in rows]) & (labels == 0)
         if np.any(mask):
             human_scores.append(scores[mask])
     for hundredths in range(50, 100):
@@ -533,7 +547,8 @@ def human_threshold(model_dir: Path, threshold: float, human_files: Sequence[str
 
 
 def train(train_paths: Sequence[str | Path], output: str | Path, calibration_fraction: float = 0.3,
-          target_fpr: float = 0.01, seed: int = 1, threshold_human: Sequence[str | Path] = ()) -> dict[str, Any]:
+          target_fpr: float = 0.01, seed: int = 1, threshold_human: Sequence[str | Path] = (),
+          view: str = CLASSIFIER_VIEW) -> dict[str, Any]:
     """Write a complete model directory to ``output``; returns the combiner description."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
@@ -550,18 +565,20 @@ def train(train_paths: Sequence[str | Path], output: str | Path, calibration_fra
             shutil.copyfile(source, target)
     lexicons = SignalLexicons.load(output)
     model_file = output / FASTTEXT_FILE
-    fasttext_params = train_classifier(fit_rows, model_file, seed)
+    fasttext_params = train_classifier(fit_rows, model_file, seed, view)
 
     import fasttext
 
     classifier = fasttext.load_model(str(model_file))
-    probabilities = classifier_machine_probabilities(classifier, [fasttext_input(r["text"]) for r in calibration])
+    probabilities = classifier_machine_probabilities(
+        classifier, [classifier_view(fasttext_input(r["text"]), view) for r in calibration])
     combiner, calibration_scores = fit_combiner(calibration, probabilities, lexicons, target_fpr)
     y = np.array([r["label"] == "machine" for r in calibration], dtype=np.int64)
     description = {
         "name": DETECTOR_NAME,
         "version": DETECTOR_VERSION,
         "fasttext_model": FASTTEXT_FILE,
+        "classifier_view": view,
         **combiner,
         "training": {
             "train_files_sha256": {Path(p).name: file_sha256(p) for p in train_paths},
@@ -599,7 +616,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         description = train(args.train, args.output, args.calibration_fraction, args.target_fpr, args.seed,
-                            args.threshold_human)
+                            args.threshold_human, args.classifier_view)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"train-detector: error: {e}", file=sys.stderr)
         return 1

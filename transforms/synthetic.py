@@ -41,9 +41,9 @@ from tailguard.transforms.settings import ConfigError, require, require_fraction
 from tailguard.transforms.text import stable_fraction
 from tailguard.transforms.stage import (Decision, KEEP, PassThrough, StageMetrics, StageOutputs, fixed_batches, route,
                               split_outputs, with_rejected_output)
-from tailguard.transforms.synthetic_signals import (BURSTINESS, EXCESS, LEAKAGE, MSTTR, MEAN_WORD_LEN, MODELS_DIR, N_WORDS,
-                                          REPEATED_TRIGRAMS, SignalLexicons, Tokens, looks_english,
-                                          text_signals, tokenize)
+from tailguard.transforms.synthetic_signals import (BURSTINESS, CLASSIFIER_VIEWS, EXCESS, LEAKAGE, MSTTR, MEAN_WORD_LEN,
+                                          MODELS_DIR, N_WORDS, REPEATED_TRIGRAMS, SignalLexicons, Tokens,
+                                          classifier_view, looks_english, text_signals, tokenize)
 
 STAGE = "synthetic"
 REJECT_REASON = "synthetic"
@@ -286,11 +286,17 @@ class SyntheticDetector:
         self.combiner = Combiner.from_json(data)
         model_path = model_dir / data.get("fasttext_model", FASTTEXT_FILE)
         self.classifier = fasttext.load_model(str(model_path))
+        # What of the text the classifier reads (synthetic_signals.CLASSIFIER_VIEWS); older builds read all of it.
+        self.view = data.get("classifier_view", "full")
+        if self.view not in CLASSIFIER_VIEWS:
+            raise ValueError(f"unknown classifier_view {self.view!r} in {combiner_path}")
         digest = hashlib.sha256(model_path.read_bytes() + combiner_path.read_bytes()).hexdigest()[:8]
         self.name = f"{data['name']}/{data['version']}+{digest} ({self.lexicons.version})"
 
     def machine_probabilities(self, classifier_inputs: Sequence[str]) -> list[float]:
         """The classifier's P(machine) for texts already tokenised (``Tokens.classifier_input``)."""
+        if self.view != "full":
+            classifier_inputs = [classifier_view(text, self.view) for text in classifier_inputs]
         return classifier_machine_probabilities(self.classifier, classifier_inputs)
 
 
