@@ -28,7 +28,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tailguard.transforms.synthetic import (ScoreSynthetic, SyntheticConfig, SyntheticDetector,  # noqa: E402
-                                  score_texts)
+                                            score_texts, synthetic_downweight)
+import numpy as np  # noqa: E402
+
 from tailguard.transforms.text import normalize_text  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -77,45 +79,136 @@ def bench_pipeline(docs: list[dict], config: SyntheticConfig) -> dict:
     return {"docs": len(docs), "cpu_seconds": cpu, "docs_per_cpu_second": len(docs) / cpu}
 
 
+HUMAN_CORPORA = {
+    "wikitext2-test": "wikitext2-test.txt",
+    "pride-and-prejudice": "gutenberg-1342-pride-and-prejudice.txt",
+    "state-of-the-union-1945-2006": "state_union.jsonl",
+    # Used by train-detector to set the drop threshold: not independent.
+    "wikitext2-valid (threshold set)": "wikitext2-valid.txt",
+    "inaugural-1789-2009 (threshold set)": "inaugural.jsonl",
+}
+# What broad-dev holds that no training set does (../shared/data/README.md).
+UNSEEN_GENERATORS = ("gemini-1.0-pro", "gemini-1.0-pro+paraphrase", "gemini-1.5-pro")
+UNSEEN_DOMAINS = ("news-xsum", "qa-pubmed")
+
+
 def human_corpus_documents() -> dict[str, list[dict]]:
     """Human text of other domains, cut into ~2 KB documents the way ``train-detector`` cuts them."""
     from tailguard.pipelines.train_detector import read_human_documents
 
-    human = SHARED / "human"
-    files = {
-        "wikitext2-test": human / "wikitext2-test.txt",
-        "pride-and-prejudice": human / "gutenberg-1342-pride-and-prejudice.txt",
-        "state-of-the-union-1945-2006": human / "state_union.jsonl",
-        # Used by train-detector to set the drop threshold (with wikitext2-valid): not independent.
-        "inaugural-1789-2009 (threshold set)": human / "inaugural.jsonl",
-    }
-    return {name: [{"text": t, "lang": "en"} for t in read_human_documents(path)] for name, path in files.items()}
+    return {name: [{"text": t, "lang": "en"} for t in read_human_documents(SHARED / "human" / file)]
+            for name, file in HUMAN_CORPORA.items() if (SHARED / "human" / file).exists()}
 
 
-def bench_quality(detector: SyntheticDetector) -> dict:
-    from tailguard.pipelines.train_detector import measure, read_labelled
+def human_report(scored: list, config: SyntheticConfig, threshold: float) -> dict:
+    """Per human set: how much of it the detector would act on. Unreliable documents are never acted on, so
+    they count as not flagged (the denominator is every document)."""
+    from statistics import median
+
+    n = max(len(scored), 1)
+    downweights = [synthetic_downweight(s.score, config) if s.reliable else 1.0 for s in scored]
+    return {"docs": len(scored), "reliable": sum(s.reliable for s in scored),
+            "share_above_drop": sum(s.reliable and s.score > threshold for s in scored) / n,
+            "share_above_0.5": sum(s.reliable and s.score > 0.5 for s in scored) / n,
+            "median_score": median(s.score for s in scored) if scored else float("nan"),
+            "median_downweight": median(downweights) if scored else float("nan"),
+            "mean_downweight": sum(downweights) / n}
+
+
+def unreliable_report(rows: list[dict], scored: list, config: SyntheticConfig) -> dict:
+    """Share of a set the detector declines to score, and why: too short, or not English (the stage's
+    fallback test; no ``lang`` field)."""
+    from tailguard.transforms.synthetic_signals import LEAKAGE, N_WORDS
+
+    n = max(len(rows), 1)
+    short = sum(1 for s in scored if not s.reliable and s.signals[N_WORDS] < config.min_words
+                and not s.signals[LEAKAGE])
+    unreliable = sum(1 for s in scored if not s.reliable)
+    return {"unreliable": unreliable / n, "short": short / n, "not_english": (unreliable - short) / n}
+
+
+def cell_aurocs(rows: list[dict], scores: list[float]) -> dict:
+    """AUROC per generator (its texts against the human texts of the (dataset, domain) cells it appears in)
+    and per domain (every text of the domain)."""
+    from tailguard.pipelines.train_detector import auroc
+
+    cells: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        cells.setdefault((r.get("dataset"), r.get("domain")), []).append(i)
+    out: dict[str, dict] = {"generator": {}, "domain": {}}
+    for gen in sorted({r.get("generator") for r in rows if r["label"] == "machine"}):
+        idx = [i for i, r in enumerate(rows) if r["label"] == "machine" and r.get("generator") == gen]
+        where = {(rows[i].get("dataset"), rows[i].get("domain")) for i in idx}
+        idx += [i for cell in where for i in cells[cell] if rows[i]["label"] == "human"]
+        out["generator"][gen] = {"n": len(idx), "auroc": auroc([rows[i]["label"] == "machine" for i in idx],
+                                                               [scores[i] for i in idx])}
+    for domain in sorted({r.get("domain") for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r.get("domain") == domain]
+        out["domain"][domain] = {"n": len(idx), "auroc": auroc([rows[i]["label"] == "machine" for i in idx],
+                                                               [scores[i] for i in idx])}
+    return out
+
+
+def score_rows(rows: list[dict], detector: SyntheticDetector, config: SyntheticConfig, extra=()) -> list:
+    scored = []
+    for start in range(0, len(rows), 512):
+        scored.extend(score_texts([{"text": r["text"]} for r in rows[start:start + 512]], detector, config, extra))
+    return scored
+
+
+def bench_quality(detector: SyntheticDetector, extra=()) -> dict:
+    """Every quality figure of benchmarks/README.md, through the stage's own scoring code (no ``lang``: the
+    stage's English fallback decides the domain) with the default policy."""
+    from tailguard.pipelines.train_detector import auroc, rates_at, read_labelled
 
     threshold = detector.combiner.drop_threshold
-    thresholds = {"drop": threshold, "0.5": 0.5}
-    dev = measure(read_labelled(SHARED / "synthetic" / "dev.jsonl"), detector.model_dir, thresholds)
-    attacks = measure(read_labelled(SHARED / "synthetic" / "paraphrase-attacks.jsonl"), detector.model_dir,
-                      thresholds, breakdown_keys=("generator",))
-    config = SyntheticConfig()  # the default policy: downweight
-    human = {}
+    config = SyntheticConfig(model_dir=str(detector.model_dir))  # the default policy: downweight
+    result: dict = {"drop_threshold": threshold, "sets": {}, "human": {}}
+    for name in ("broad-dev", "dev", "paraphrase-attacks"):
+        rows = read_labelled(SHARED / "synthetic" / f"{name}.jsonl")
+        scored = score_rows(rows, detector, config, extra)
+        scores = [s.score for s in scored]
+        labels = [r["label"] == "machine" for r in rows]
+        entry = {"n": len(rows), "unreliable": unreliable_report(rows, scored, config),
+                 "at_drop": rates_at(np.array(labels), np.array(scores),
+                                     threshold)}
+        if not all(labels):
+            entry["auroc"] = auroc(labels, scores)
+            entry.update(cell_aurocs(rows, scores))
+            humans = [s for s, r in zip(scored, rows) if r["label"] == "human"]
+            result["human"][f"{name} (human rows)"] = human_report(humans, config, threshold)
+        else:
+            entry["recall_at_drop"] = sum(s.score > threshold for s in scored) / len(scored)
+            entry["recall_at_0.5"] = sum(s.score > 0.5 for s in scored) / len(scored)
+        if name == "broad-dev":
+            entry["worst_unseen_generator"] = min(entry["generator"][g]["auroc"] for g in UNSEEN_GENERATORS)
+            entry["worst_unseen_domain"] = min(entry["domain"][d]["auroc"] for d in UNSEEN_DOMAINS)
+        result["sets"][name] = entry
     for name, docs in human_corpus_documents().items():
-        scored = score_texts(docs, detector, config)
-        reliable = [s for s in scored if s.reliable]
-        human[name] = {"docs": len(docs), "reliable": len(reliable),
-                       "fpr_at_drop": sum(s.score > threshold for s in reliable) / max(len(reliable), 1),
-                       "share_above_0.5": sum(s.score > 0.5 for s in reliable) / max(len(reliable), 1),
-                       "mean_score": sum(s.score for s in reliable) / max(len(reliable), 1),
-                       "mean_downweight": sum(s.signals["downweight"] for s in scored) / max(len(scored), 1)}
-    dev_rows = read_labelled(SHARED / "synthetic" / "dev.jsonl")
-    dev_scored = score_texts([{"text": r["text"]} for r in dev_rows], detector, config)
-    for label in ("human", "machine"):
-        weights = [s.signals["downweight"] for s, r in zip(dev_scored, dev_rows) if r["label"] == label]
-        dev[f"mean_downweight_{label}"] = sum(weights) / len(weights)
-    return {"drop_threshold": threshold, "dev": dev, "attacks": attacks, "human_other_domains": human}
+        result["human"][name] = human_report(score_texts(docs, detector, config, extra), config, threshold)
+    return result
+
+
+def print_quality(q: dict) -> None:
+    print(f"drop threshold {q['drop_threshold']:.2f}")
+    for name, e in q["sets"].items():
+        u = e["unreliable"]
+        head = (f"{name}: {e['n']} texts, unreliable {u['unreliable']:.1%} (short {u['short']:.1%}, "
+                f"not English {u['not_english']:.1%})")
+        if "auroc" in e:
+            print(f"{head}; AUROC {e['auroc']:.4f}; at drop: recall {e['at_drop']['recall']:.4f}, "
+                  f"FPR {e['at_drop']['fpr']:.4f}")
+            for kind in ("generator", "domain"):
+                print("  " + kind + ": " + ", ".join(f"{k} {v['auroc']:.3f}" for k, v in e[kind].items()))
+        else:
+            print(f"{head}; recall at drop {e['recall_at_drop']:.4f}, at 0.5 {e['recall_at_0.5']:.4f}")
+        if "worst_unseen_generator" in e:
+            print(f"  worst unseen generator {e['worst_unseen_generator']:.4f}, "
+                  f"worst unseen domain {e['worst_unseen_domain']:.4f}")
+    for name, h in q["human"].items():
+        print(f"human, {name}: {h['docs']} docs, above drop {h['share_above_drop']:.4f}, above 0.5 "
+              f"{h['share_above_0.5']:.4f}, median score {h['median_score']:.3f}, median downweight "
+              f"{h['median_downweight']:.3f}, mean downweight {h['mean_downweight']:.3f}")
 
 
 def main() -> None:
@@ -124,36 +217,29 @@ def main() -> None:
     parser.add_argument("--chars", type=int, default=2000)
     parser.add_argument("--pipeline-docs", type=int, default=5000)
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--model-dir", default="", help="score with this model directory (default: shipped)")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "synthetic.json"))
     args = parser.parse_args()
     docs = documents(args.docs, args.chars)
     mean_bytes = sum(len(d["text"].encode()) for d in docs) / len(docs)
-    config = SyntheticConfig()
+    config = SyntheticConfig(model_dir=args.model_dir)
     detector = SyntheticDetector(config.models_path())
-    scoring = bench_scoring(docs, config, detector)
-    pipeline = bench_pipeline(docs[:args.pipeline_docs], config)
-    result = {"mean_doc_bytes": mean_bytes, "score_texts": scoring, "beam_fnapi": pipeline,
-              "detector": detector.name, "timing": "process CPU time (time.process_time), one process"}
+    result = {"mean_doc_bytes": mean_bytes, "detector": detector.name,
+              "timing": "process CPU time (time.process_time), one process"}
     print(f"documents: {len(docs)} of {mean_bytes:.0f} bytes on average; detector {detector.name}")
-    print(f"score_texts (stage DoFn work):  {scoring['docs_per_cpu_second']:,.0f} docs per CPU-second")
-    print(f"ScoreSynthetic on FnApiRunner:   {pipeline['docs_per_cpu_second']:,.0f} docs per CPU-second "
-          f"({pipeline['docs']} docs, Beam overhead included)")
-    if not args.skip_quality and (SHARED / "synthetic" / "dev.jsonl").exists():
+    if not args.skip_speed:
+        scoring = bench_scoring(docs, config, detector)
+        pipeline = bench_pipeline(docs[:args.pipeline_docs], config)
+        result.update({"score_texts": scoring, "beam_fnapi": pipeline})
+        print(f"score_texts (stage DoFn work):  {scoring['docs_per_cpu_second']:,.0f} docs per CPU-second")
+        print(f"ScoreSynthetic on FnApiRunner:   {pipeline['docs_per_cpu_second']:,.0f} docs per CPU-second "
+              f"({pipeline['docs']} docs, Beam overhead included)")
+    if not args.skip_quality and (SHARED / "synthetic" / "broad-dev.jsonl").exists():
         quality = bench_quality(detector)
         result["quality"] = quality
-        dev, attacks = quality["dev"], quality["attacks"]
-        at = dev["at"]["drop"]
-        print(f"dev.jsonl: AUROC {dev['auroc']:.4f} (reliable only {dev['auroc_reliable']:.4f}); at the drop "
-              f"threshold {quality['drop_threshold']:.2f}: F1 {at['f1']:.4f}, recall {at['recall']:.4f}, "
-              f"false-positive rate on human {at['fpr']:.4f}")
-        print(f"dev.jsonl: mean downweight (default policy) human {dev['mean_downweight_human']:.3f}, "
-              f"machine {dev['mean_downweight_machine']:.3f}")
-        print(f"paraphrase-attacks.jsonl: recall at drop {attacks['at']['drop']['recall']:.4f}, "
-              f"at 0.5 {attacks['at']['0.5']['recall']:.4f}")
-        for name, h in quality["human_other_domains"].items():
-            print(f"human, {name}: {h['docs']} docs, false-positive rate at drop {h['fpr_at_drop']:.4f}, "
-                  f"share above 0.5 {h['share_above_0.5']:.4f}, mean score {h['mean_score']:.3f}, "
-                  f"mean downweight {h['mean_downweight']:.3f}")
-    out = ROOT / "benchmarks" / "results" / "synthetic.json"
+        print_quality(quality)
+    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 

@@ -45,12 +45,13 @@ from tailguard.transforms.synthetic import (COMBINER_FEATURES, COMBINER_FILE, FA
                                   SyntheticDetector, classifier_machine_probabilities, combiner_features,
                                   score_texts, sigmoid)
 from tailguard.transforms.fasttext_models import load_classifier, require_training
-from tailguard.transforms.synthetic_signals import (EXCESS_VOCABULARY_FILE, LEAKAGE, LEAKAGE_FILE, MODELS_DIR,
-                                          SignalLexicons, fasttext_input, text_signals, tokenize)
+from tailguard.transforms.synthetic_signals import (CLASSIFIER_VIEWS, EXCESS_VOCABULARY_FILE, LEAKAGE, LEAKAGE_FILE,
+                                          MODELS_DIR, SignalLexicons, classifier_view, fasttext_input,
+                                          text_signals, tokenize)
 from tailguard.transforms.text import normalize_text, stable_fraction
 
 DETECTOR_NAME = "tailguard-synthetic"
-DETECTOR_VERSION = "1"
+DETECTOR_VERSION = "2"
 SPLIT_SALT = "tailguard-synthetic-calibration"
 
 # Longer training (lr 0.05, 40 epochs) fits the training generators better -- calibration-split AUROC 0.781
@@ -66,6 +67,9 @@ FASTTEXT_PARAMS: dict[str, Any] = {
 }
 # Product quantisation keeps the model ~1.5 MB: only the most useful embedding rows survive (cutoff -- or
 # fewer, when fewer rows were ever trained), and the classifier is briefly retrained around them.
+# What of each text the classifier reads (synthetic_signals.CLASSIFIER_VIEWS), chosen by its worst unseen
+# generator and domain on the training data (benchmarks/synthetic_selection.py; figures in benchmarks/README.md).
+CLASSIFIER_VIEW = "full"
 QUANTIZE_PARAMS: dict[str, Any] = {"cutoff": 50_000, "retrain": True, "qnorm": True, "dsub": 2}
 
 # Leakage tells are near-certain evidence but too rare in any training set to fit a weight: each tell adds
@@ -81,8 +85,11 @@ NEWTON_STEPS = 50
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--train", required=True, metavar="FILE", help="JSONL: text, label (human|machine), group")
-    parser.add_argument("--dev", required=True, metavar="FILE", help="JSONL measured (never fitted) after training")
+    parser.add_argument("--train", required=True, action="append", metavar="FILE",
+                        help="JSONL: text, label (human|machine), group; repeatable: the files are pooled, each "
+                             "group keyed by its content (group ids are only unique within one file)")
+    parser.add_argument("--dev", required=True, action="append", metavar="FILE",
+                        help="JSONL measured (never fitted) after training; repeatable")
     parser.add_argument("--output", required=True, metavar="DIR", help="model directory to write")
     parser.add_argument("--attacks", metavar="FILE", help="JSONL of machine texts after evasion (e.g. paraphrase): "
                                                           "recall is reported")
@@ -95,6 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="verified human text of other domains (.txt, or .jsonl with a text field), cut into "
                              "~2,000-character documents: the drop threshold is raised until at most "
                              "--target-fpr of each file's documents lie above it too; repeatable")
+    parser.add_argument("--classifier-view", choices=CLASSIFIER_VIEWS, default=CLASSIFIER_VIEW,
+                        help=f"what of each text the classifier reads ({CLASSIFIER_VIEW})")
     parser.add_argument("--report", metavar="FILE", help="also write the measurements as JSON here")
 
 
@@ -147,6 +156,34 @@ def read_human_documents(path: str | Path, chars: int = HUMAN_DOCUMENT_CHARS) ->
     return documents
 
 
+def content_group_key(rows: Sequence[dict[str, Any]]) -> str:
+    """A group id derived from the group's texts: the human text(s) if it has any, else all of them.
+
+    Group ids of the shared files are only unique within a file (the older sets number their groups, and
+    300 ids of train.jsonl and dev.jsonl collide), so pooled files are keyed by content instead: the same
+    passage gets the same key whichever file it came from, and two files never merge unrelated groups.
+    """
+    humans = sorted(r["text"] for r in rows if r["label"] == "human")
+    basis = humans or sorted(r["text"] for r in rows)
+    return "c-" + hashlib.sha256("\x00".join(basis).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def read_training_sets(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    """Rows of every file, in file order, with ``group`` replaced by :func:`content_group_key` and
+    ``training_set`` the file's position among ``paths``."""
+    pooled = []
+    for index, path in enumerate(paths):
+        rows = read_labelled(path)
+        groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            groups[str(row.get("group") if row.get("group") is not None else row["text"])].append(row)
+        keys = {group: content_group_key(members) for group, members in groups.items()}
+        for row in rows:
+            original = str(row.get("group") if row.get("group") is not None else row["text"])
+            pooled.append(dict(row, group=keys[original], training_set=index))
+    return pooled
+
+
 def is_calibration_group(row: dict[str, Any], fraction: float) -> bool:
     group = str(row.get("group") or row["text"])
     return stable_fraction(group, SPLIT_SALT) < fraction
@@ -175,6 +212,10 @@ def _train_fasttext(train_file: str, model_file: str, params: dict[str, Any], qu
 
 def corpus_of(row: dict[str, Any]) -> str:
     return str(row.get("dataset") or "")
+
+
+def domain_cell(row: dict[str, Any]) -> str:
+    return f"{corpus_of(row)}/{row.get('domain') or ''}"
 
 
 def corpus_repeats(rows: list[dict[str, Any]]) -> dict[str, int]:
@@ -228,17 +269,39 @@ def classifier_training_inputs(rows: list[dict[str, Any]]) -> tuple[list[str], i
     return inputs, sum(skip)
 
 
-def train_classifier(fit_rows: list[dict[str, Any]], model_file: Path, seed: int) -> dict[str, Any]:
+def classifier_training_lines(rows: Sequence[dict[str, Any]], inputs: Sequence[str], repeats: dict[str, int],
+                              view: str) -> list[str]:
+    """fastText's training file: each row ``repeats[corpus]`` times; the training sets in the order given,
+    each one's lines in a stable pseudo-random order.
+
+    One thread reads the file front to back, so the order is the order of the updates. Within a training
+    set, sorting by a hash of (repeat, text) interleaves its corpora and spreads each row's repeats (in a run
+    they are nine identical steps in a row). Across sets the given order is kept, so the set given last --
+    the current chat models -- shapes the final weights most: on the training data's leave-one-generator-out
+    folds that ranks an unseen chat model better than one shuffle of everything (benchmarks/README.md).
+    """
+    keyed = []
+    for row, text in zip(rows, inputs):
+        text = classifier_view(text, view)
+        if not text.strip():
+            continue
+        line = f"__label__{row['label']} {text}\n"
+        for r in range(repeats[corpus_of(row)]):
+            keyed.append((row.get("training_set", 0), stable_fraction(f"{r}\x00{line}", SPLIT_SALT + "-order"),
+                          line))
+    keyed.sort()
+    return [line for _, _, line in keyed]
+
+
+def train_classifier(fit_rows: list[dict[str, Any]], model_file: Path, seed: int,
+                     view: str = "full") -> dict[str, Any]:
     """Train and quantise the classifier; returns the parameters used (recorded in the combiner JSON)."""
     params = dict(FASTTEXT_PARAMS, seed=seed, thread=1)
     repeats = corpus_repeats(fit_rows)
     inputs, removed = classifier_training_inputs(fit_rows)
     with tempfile.TemporaryDirectory() as tmp:
         train_file = Path(tmp) / "fasttext-train.txt"
-        with open(train_file, "w", encoding="utf-8") as f:
-            for row, text in zip(fit_rows, inputs):
-                if text.strip():
-                    f.write(f"__label__{row['label']} {text}\n" * repeats[corpus_of(row)])
+        train_file.write_text("".join(classifier_training_lines(fit_rows, inputs, repeats, view)), encoding="utf-8")
         # fastText's trainer is repeatable only from a clean process (a second training in the same process
         # can start from stale memory), so it always runs in a freshly spawned one.
         context = multiprocessing.get_context("spawn")
@@ -249,7 +312,7 @@ def train_classifier(fit_rows: list[dict[str, Any]], model_file: Path, seed: int
         if child.exitcode != 0 or not model_file.exists():
             raise RuntimeError(f"fastText training failed (exit code {child.exitcode})")
     return {"train": params, "quantize": QUANTIZE_PARAMS, "corpus_repeats": repeats,
-            "shared_prompt_tokens_removed": removed}
+            "shared_prompt_tokens_removed": removed, "view": view}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -257,13 +320,18 @@ def train_classifier(fit_rows: list[dict[str, Any]], model_file: Path, seed: int
 
 
 def fit_logistic(features: np.ndarray, labels: np.ndarray, sample_weights: np.ndarray,
-                 l2: float = L2_PENALTY, steps: int = NEWTON_STEPS) -> tuple[np.ndarray, float]:
-    """L2-penalised logistic regression by Newton's method from zero: deterministic, no learning rate."""
+                 l2: float = L2_PENALTY, steps: int = NEWTON_STEPS,
+                 offset: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """L2-penalised logistic regression by Newton's method from zero: deterministic, no learning rate.
+
+    ``offset`` (log-odds per row) is added to the linear term and not fitted: the model learns only what the
+    offset -- another model's opinion -- does not already say."""
     design = np.hstack([features, np.ones((len(features), 1))])
     penalty = np.diag(np.r_[np.full(features.shape[1], l2), 0.0])
     beta = np.zeros(design.shape[1])
+    base = np.zeros(len(features)) if offset is None else np.asarray(offset, dtype=np.float64)
     for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-(design @ beta)))
+        p = 1.0 / (1.0 + np.exp(-(base + design @ beta)))
         gradient = design.T @ (sample_weights * (p - labels)) + penalty @ beta
         hessian = (design * (sample_weights * p * (1.0 - p))[:, None]).T @ design + penalty
         step = np.linalg.solve(hessian, gradient)
@@ -289,12 +357,13 @@ def balanced_weights(rows: list[dict[str, Any]], labels: np.ndarray) -> np.ndarr
 def threshold_for_fpr(rows: list[dict[str, Any]], labels: np.ndarray, scores: np.ndarray,
                       target_fpr: float) -> float:
     """Smallest score on a 0.01 grid (at least 0.5) above which at most ``target_fpr`` of the human texts of
-    *every* corpus lie: a threshold that holds in each domain, not only on average, is likelier to hold in
-    the next one."""
-    corpora = sorted({corpus_of(row) for row in rows})
+    *every* (corpus, domain) cell lie: a threshold that holds in each domain, not only on average, is likelier
+    to hold in the next one (per corpus alone, the pooled sets' thresholds let 2-3 % of unseen domains' human
+    text through)."""
+    cells = sorted({domain_cell(row) for row in rows})
     human_scores = []
-    for corpus in corpora:
-        mask = np.array([corpus_of(row) == corpus for row in rows]) & (labels == 0)
+    for cell in cells:
+        mask = np.array([domain_cell(row) == cell for row in rows]) & (labels == 0)
         if np.any(mask):
             human_scores.append(scores[mask])
     for hundredths in range(50, 100):
@@ -477,12 +546,13 @@ def human_threshold(model_dir: Path, threshold: float, human_files: Sequence[str
     return threshold, report
 
 
-def train(train_path: str | Path, output: str | Path, calibration_fraction: float = 0.3,
-          target_fpr: float = 0.01, seed: int = 1, threshold_human: Sequence[str | Path] = ()) -> dict[str, Any]:
+def train(train_paths: Sequence[str | Path], output: str | Path, calibration_fraction: float = 0.3,
+          target_fpr: float = 0.01, seed: int = 1, threshold_human: Sequence[str | Path] = (),
+          view: str = CLASSIFIER_VIEW) -> dict[str, Any]:
     """Write a complete model directory to ``output``; returns the combiner description."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    rows = read_labelled(train_path)
+    rows = read_training_sets(train_paths)
     fit_rows, calibration = split_by_group(rows, calibration_fraction)
     for part, name in ((fit_rows, "fit"), (calibration, "calibration")):
         if len({r["label"] for r in part}) < 2:
@@ -495,19 +565,21 @@ def train(train_path: str | Path, output: str | Path, calibration_fraction: floa
             shutil.copyfile(source, target)
     lexicons = SignalLexicons.load(output)
     model_file = output / FASTTEXT_FILE
-    fasttext_params = train_classifier(fit_rows, model_file, seed)
+    fasttext_params = train_classifier(fit_rows, model_file, seed, view)
 
     classifier = load_classifier(str(model_file))
-    probabilities = classifier_machine_probabilities(classifier, [fasttext_input(r["text"]) for r in calibration])
+    probabilities = classifier_machine_probabilities(
+        classifier, [classifier_view(fasttext_input(r["text"]), view) for r in calibration])
     combiner, calibration_scores = fit_combiner(calibration, probabilities, lexicons, target_fpr)
     y = np.array([r["label"] == "machine" for r in calibration], dtype=np.int64)
     description = {
         "name": DETECTOR_NAME,
         "version": DETECTOR_VERSION,
         "fasttext_model": FASTTEXT_FILE,
+        "classifier_view": view,
         **combiner,
         "training": {
-            "train_file_sha256": file_sha256(train_path),
+            "train_files_sha256": {Path(p).name: file_sha256(p) for p in train_paths},
             "rows": len(rows), "fit_rows": len(fit_rows), "calibration_rows": len(calibration),
             "calibration_fraction": calibration_fraction, "split_salt": SPLIT_SALT,
             "fasttext": fasttext_params, "l2_penalty": L2_PENALTY,
@@ -542,7 +614,7 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         description = train(args.train, args.output, args.calibration_fraction, args.target_fpr, args.seed,
-                            args.threshold_human)
+                            args.threshold_human, args.classifier_view)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"train-detector: error: {e}", file=sys.stderr)
         return 1
@@ -558,9 +630,11 @@ def main(args: argparse.Namespace) -> int:
         if f.name in (FASTTEXT_FILE, COMBINER_FILE, LEAKAGE_FILE, EXCESS_VOCABULARY_FILE):
             print(f"  {f.name}  {f.stat().st_size:,} bytes  sha256 {file_sha256(f)[:16]}")
     report: dict[str, Any] = {"combiner": description}
-    dev = measure(read_labelled(args.dev), output, thresholds)
-    report["dev"] = dev
-    print(format_report(f"dev {args.dev}", dev))
+    report["dev"] = {}
+    for dev_path in args.dev:
+        dev = measure(read_labelled(dev_path), output, thresholds)
+        report["dev"][Path(dev_path).name] = dev
+        print(format_report(f"dev {dev_path}", dev))
     if args.attacks:
         attacks = measure(read_labelled(args.attacks), output, thresholds, breakdown_keys=("generator",))
         report["attacks"] = attacks

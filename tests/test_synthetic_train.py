@@ -29,9 +29,12 @@ FIXTURE = ROOT / "tests" / "fixtures" / "synthetic_tiny.jsonl"
 SHARED_SYNTHETIC = ROOT.parent / "shared" / "data" / "synthetic"
 SHARED_HUMAN = ROOT.parent / "shared" / "data" / "human"
 # The exact command that built transforms/models (also in SYNTHETIC_DETECTOR.md).
-SHIPPED_BUILD_ARGS = ("--train", str(SHARED_SYNTHETIC / "train.jsonl"), "--dev", str(SHARED_SYNTHETIC / "dev.jsonl"),
+SHIPPED_BUILD_ARGS = ("--train", str(SHARED_SYNTHETIC / "train.jsonl"),
+                      "--train", str(SHARED_SYNTHETIC / "broad-train.jsonl"),
+                      "--dev", str(SHARED_SYNTHETIC / "broad-dev.jsonl"),
                       "--threshold-human", str(SHARED_HUMAN / "wikitext2-valid.txt"),
                       "--threshold-human", str(SHARED_HUMAN / "inaugural.jsonl"))
+TRAINING_SETS = ("train.jsonl", "broad-train.jsonl")
 ARTEFACTS = (FASTTEXT_FILE, COMBINER_FILE, "leakage_phrases.txt", "excess_vocabulary.txt")
 
 
@@ -125,6 +128,57 @@ def test_shared_prompt_opening_is_left_out_of_classifier_training():
     assert removed == 3 * len(tokenize(prompt).tokens)  # one human and two machine openings
 
 
+def test_pooled_files_key_groups_by_content(tmp_path):
+    """Group ids are file indexes in the older sets: the same id in two files must not merge two groups, and
+    the same human passage must get the same key wherever it comes from."""
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    rows_a = [{"text": "A human passage.", "label": "human", "group": "0"},
+              {"text": "A machine passage.", "label": "machine", "group": "0"},
+              {"text": "Another human passage.", "label": "human", "group": "1"}]
+    rows_b = [{"text": "Unrelated human text.", "label": "human", "group": "0"},
+              {"text": "Its machine twin.", "label": "machine", "group": "0"},
+              {"text": "A human passage.", "label": "human", "group": "7"},
+              {"text": "Machine text without a human.", "label": "machine", "group": "9"}]
+    for path, rows in ((a, rows_a), (b, rows_b)):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pooled = train_detector.read_training_sets([a, b])
+    groups = [r["group"] for r in pooled]
+    assert [r["text"] for r in pooled] == [r["text"] for r in rows_a + rows_b]
+    assert groups[0] == groups[1] != groups[3] == groups[4]  # "0" in a and "0" in b stay apart
+    assert groups[0] == groups[5]  # the same human passage in two files: one group
+    assert len(set(groups)) == 4 and all(g.startswith("c-") for g in groups)
+    fit, calibration = split_by_group(pooled, 0.5)
+    assert not {r["group"] for r in fit} & {r["group"] for r in calibration}
+
+
+def test_classifier_training_file_repeats_rows_in_a_stable_interleaved_order():
+    rows = ([{"dataset": "big", "label": "machine"}] * 6 + [{"dataset": "small", "label": "human"}] * 2)
+    inputs = [f"text number {i}" for i in range(8)]
+    repeats = corpus_repeats(rows)
+    lines = train_detector.classifier_training_lines(rows, inputs, repeats, "full")
+    assert len(lines) == 6 + 2 * 3
+    assert sorted(lines) == sorted([f"__label__machine text number {i}\n" for i in range(6)]
+                                   + [f"__label__human text number {i}\n" for i in (6, 7)] * 3)
+    assert lines == train_detector.classifier_training_lines(rows[::-1], inputs[::-1], repeats, "full")
+    # Not one corpus after the other, and no row's repeats all in one run.
+    labels = [line.split()[0] for line in lines]
+    assert labels != sorted(labels) and labels != sorted(labels, reverse=True)
+    masked = train_detector.classifier_training_lines(rows, inputs, repeats, "masked")
+    assert all(line.split()[1:3] == ["w4", "w6"] for line in masked)
+
+
+def test_logistic_fit_with_an_offset_learns_only_what_the_offset_lacks():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(2000, 2))
+    truth = 2.0 * x[:, 0] - 1.0 * x[:, 1]
+    y = (rng.random(2000) < 1 / (1 + np.exp(-truth))).astype(float)
+    # The offset already knows the first feature: the fit gives it ~0 weight and recovers the second.
+    coefficients, intercept = fit_logistic(x, y, np.ones(2000), l2=1.0, offset=2.0 * x[:, 0])
+    assert abs(coefficients[0]) < 0.3 and coefficients[1] == pytest.approx(-1.0, abs=0.3)
+    plain, _ = fit_logistic(x, y, np.ones(2000), l2=1.0)
+    assert plain[0] == pytest.approx(2.0, abs=0.4)
+
+
 def test_bad_arguments_are_refused(tmp_path):
     parser = argparse.ArgumentParser()
     train_detector.add_arguments(parser)
@@ -160,9 +214,9 @@ def test_train_command_is_reproducible_and_its_output_is_a_model_dir(tmp_path):
 
     description = json.loads((first / COMBINER_FILE).read_text())
     assert [f["name"] for f in description["features"]] == list(COMBINER_FEATURES)
-    assert description["training"]["train_file_sha256"] == sha256(FIXTURE)
+    assert description["training"]["train_files_sha256"] == {FIXTURE.name: sha256(FIXTURE)}
     measured = json.loads(report.read_text())
-    assert 0.0 <= measured["dev"]["auroc"] <= 1.0
+    assert 0.0 <= measured["dev"][FIXTURE.name]["auroc"] <= 1.0
 
     # The output directory is a complete synthetic.model_dir that the stage loads and scores with.
     detector = SyntheticDetector(first)
@@ -185,10 +239,9 @@ def test_shipped_combiner_records_this_code_and_the_shared_training_data():
     assert training["split_salt"] == SPLIT_SALT
     assert description["leakage"]["logit_per_tell"] == LEAKAGE_LOGIT_PER_TELL
     assert description["thresholds"]["drop"] >= description["thresholds"]["labelled_pairs"]
-    train_file = SHARED_SYNTHETIC / "train.jsonl"
-    if not train_file.exists():
+    if not all((SHARED_SYNTHETIC / name).exists() for name in TRAINING_SETS):
         pytest.skip("../shared/data is not present")
-    assert training["train_file_sha256"] == sha256(train_file)
+    assert training["train_files_sha256"] == {name: sha256(SHARED_SYNTHETIC / name) for name in TRAINING_SETS}
     for name, digest in training["threshold_human_sha256"].items():
         assert sha256(SHARED_HUMAN / name) == digest
 
@@ -213,11 +266,11 @@ def assert_same_description(built, shipped, path="combiner"):
 
 
 @pytest.mark.skipif(os.environ.get("TAILGUARD_SKIP_DETECTOR_RETRAIN") == "1",
-                    reason="TAILGUARD_SKIP_DETECTOR_RETRAIN=1 (the retrain takes ~30-60 s)")
+                    reason="TAILGUARD_SKIP_DETECTOR_RETRAIN=1 (the retrain takes ~1 min)")
 def test_shipped_artefacts_are_what_the_command_produces(tmp_path):
     """The exact build command, rerun: the shipped classifier and word lists come out byte for byte, the
     combiner to the last bits the platform's BLAS allows (on the machine that built it: byte for byte too)."""
-    if not (SHARED_SYNTHETIC / "train.jsonl").exists():
+    if not all((SHARED_SYNTHETIC / name).exists() for name in TRAINING_SETS):
         pytest.skip("../shared/data is not present")
     result = subprocess.run(
         [sys.executable, "-m", "tailguard.pipelines.train_detector", *SHIPPED_BUILD_ARGS, "--output", str(tmp_path)],

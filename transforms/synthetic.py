@@ -39,11 +39,12 @@ import apache_beam as beam
 
 from tailguard.transforms.fasttext_models import load_classifier
 from tailguard.transforms.settings import ConfigError, require, require_fraction
+from tailguard.transforms.text import stable_fraction
 from tailguard.transforms.stage import (Decision, KEEP, PassThrough, StageMetrics, StageOutputs, fixed_batches, route,
                               split_outputs, with_rejected_output)
-from tailguard.transforms.synthetic_signals import (BURSTINESS, EXCESS, LEAKAGE, MSTTR, MEAN_WORD_LEN, MODELS_DIR, N_WORDS,
-                                          REPEATED_TRIGRAMS, SignalLexicons, Tokens, looks_english,
-                                          text_signals, tokenize)
+from tailguard.transforms.synthetic_signals import (BURSTINESS, CLASSIFIER_VIEWS, EXCESS, LEAKAGE, MSTTR, MEAN_WORD_LEN,
+                                          MODELS_DIR, N_WORDS, REPEATED_TRIGRAMS, SignalLexicons, Tokens,
+                                          classifier_view, looks_english, text_signals, tokenize)
 
 STAGE = "synthetic"
 REJECT_REASON = "synthetic"
@@ -57,6 +58,8 @@ FASTTEXT_PROB = "fasttext_machine_prob"
 COMBINED_LOGIT = "combined_logit"
 DOWNWEIGHT = "downweight"
 EXTRA_PREFIX = "extra."
+
+EXTRA_SAMPLE_SALT = "tailguard-synthetic-extra"
 
 ENGLISH_CODES = frozenset({"en", "eng"})
 _LOGIT_CLIP = 1e-4
@@ -75,12 +78,33 @@ class ExtraScorerConfig:
     # built-in evidence, 0 records it without letting it move the score.
     weight: float = 1.0
     options: dict[str, Any] = field(default_factory=dict)
+    # Run the scorer only where the built-in detector is unsure: documents whose built-in score lies in
+    # [low, high]. An expensive scorer (a language model) spends nothing on the documents the cheap evidence
+    # already settles. [0, 1] = every reliable document.
+    score_band: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    # Of the documents in the band, the share the scorer sees: a stable hash of the text decides (not a
+    # per-batch quota), so a document's score never depends on its batch, and the scorer sees at most this
+    # share of all documents (in-band share x max_share).
+    max_share: float = 1.0
 
     def validate(self) -> None:
         module, _, name = self.class_path.rpartition(".")
         require(bool(module) and bool(name), "class_path",
                 f"must be 'package.module.ClassName', got {self.class_path!r}")
         require(math.isfinite(self.weight), "weight", f"must be a finite number, got {self.weight!r}")
+        band = tuple(self.score_band) if isinstance(self.score_band, (list, tuple)) else ()
+        require(len(band) == 2 and all(isinstance(b, (int, float)) for b in band)
+                and 0.0 <= band[0] < band[1] <= 1.0, "score_band",
+                f"must be [low, high] with 0 <= low < high <= 1, got {self.score_band!r}")
+        require(isinstance(self.max_share, (int, float)) and 0.0 < self.max_share <= 1.0, "max_share",
+                f"must be in (0, 1], got {self.max_share!r}")
+
+    def selects(self, cheap_score: float, text: str) -> bool:
+        """Whether this scorer runs on a document the built-in detector scored ``cheap_score``."""
+        low, high = self.score_band
+        if not low <= cheap_score <= high:
+            return False
+        return self.max_share >= 1.0 or stable_fraction(text, EXTRA_SAMPLE_SALT) < self.max_share
 
 
 @dataclass
@@ -261,11 +285,17 @@ class SyntheticDetector:
         self.combiner = Combiner.from_json(data)
         model_path = model_dir / data.get("fasttext_model", FASTTEXT_FILE)
         self.classifier = load_classifier(str(model_path))
+        # What of the text the classifier reads (synthetic_signals.CLASSIFIER_VIEWS); older builds read all of it.
+        self.view = data.get("classifier_view", "full")
+        if self.view not in CLASSIFIER_VIEWS:
+            raise ValueError(f"unknown classifier_view {self.view!r} in {combiner_path}")
         digest = hashlib.sha256(model_path.read_bytes() + combiner_path.read_bytes()).hexdigest()[:8]
         self.name = f"{data['name']}/{data['version']}+{digest} ({self.lexicons.version})"
 
     def machine_probabilities(self, classifier_inputs: Sequence[str]) -> list[float]:
         """The classifier's P(machine) for texts already tokenised (``Tokens.classifier_input``)."""
+        if self.view != "full":
+            classifier_inputs = [classifier_view(text, self.view) for text in classifier_inputs]
         return classifier_machine_probabilities(self.classifier, classifier_inputs)
 
 
@@ -346,6 +376,8 @@ class ScoredDocument:
 
 def score_texts(docs: Sequence[dict[str, Any]], detector: SyntheticDetector, config: SyntheticConfig,
                 extra_scorers: Sequence[tuple[SyntheticScorer, float]] = ()) -> list[ScoredDocument]:
+    """``extra_scorers`` pairs each scorer with its weight, or with its whole :class:`ExtraScorerConfig`
+    (weight, score band and share)."""
     """Score a batch of documents: signals for all, models only for the ones in the detector's domain."""
     texts = [doc.get("text") or "" for doc in docs]
     signals: list[dict[str, float]] = []
@@ -368,16 +400,22 @@ def score_texts(docs: Sequence[dict[str, Any]], detector: SyntheticDetector, con
         combiner = detector.combiner
         logits = [combiner.logit(combiner_features(signals[i], p), signals[i][LEAKAGE])
                   for i, p in zip(in_domain, probs)]
-        for scorer, weight in extra_scorers:
-            extra = [float(p) for p in scorer.score_batch(domain_texts)]
-            if len(extra) != len(domain_texts):
+        cheap = [sigmoid(z) for z in logits]
+        for scorer, spec in extra_scorers:
+            if isinstance(spec, ExtraScorerConfig):
+                weight = spec.weight
+                chosen = [j for j, text in enumerate(domain_texts) if spec.selects(cheap[j], text)]
+            else:
+                weight, chosen = spec, list(range(len(domain_texts)))
+            extra = [float(p) for p in scorer.score_batch([domain_texts[j] for j in chosen])] if chosen else []
+            if len(extra) != len(chosen):
                 raise ValueError(f"extra scorer {scorer.name} returned {len(extra)} scores "
-                                 f"for {len(domain_texts)} texts")
+                                 f"for {len(chosen)} texts")
             if not all(0.0 <= p <= 1.0 for p in extra):  # also false for NaN
                 raise ValueError(f"extra scorer {scorer.name} returned a score outside [0, 1]")
-            for j, i in enumerate(in_domain):
-                signals[i][EXTRA_PREFIX + scorer.name] = extra[j]
-            logits = [z + weight * logit(p) for z, p in zip(logits, extra)]
+            for j, p in zip(chosen, extra):
+                signals[in_domain[j]][EXTRA_PREFIX + scorer.name] = p
+                logits[j] += weight * logit(p)
         for j, i in enumerate(in_domain):
             signals[i][FASTTEXT_PROB] = probs[j]
             signals[i][COMBINED_LOGIT] = logits[j]
@@ -407,8 +445,9 @@ def annotate(doc: dict[str, Any], scored: ScoredDocument, detector_name: str) ->
     return out
 
 
-def detector_label(detector: SyntheticDetector, extra_scorers: Sequence[tuple[SyntheticScorer, float]]) -> str:
-    extras = "".join(f" + {scorer.name}/{scorer.version}*{weight:g}" for scorer, weight in extra_scorers)
+def detector_label(detector: SyntheticDetector, extra_scorers: Sequence[tuple[SyntheticScorer, Any]]) -> str:
+    extras = "".join(f" + {scorer.name}/{scorer.version}*{getattr(spec, 'weight', spec):g}"
+                     for scorer, spec in extra_scorers)
     return detector.name + extras
 
 
@@ -420,7 +459,7 @@ class _ScoreAndRouteBatch(beam.DoFn):
     def __init__(self, config: SyntheticConfig):
         self._config = config
         self._detector: Optional[SyntheticDetector] = None
-        self._extra: list[tuple[SyntheticScorer, float]] = []
+        self._extra: list[tuple[SyntheticScorer, ExtraScorerConfig]] = []
         self._label = ""
         self._threshold = 1.0
         self._metrics: Optional[StageMetrics] = None
@@ -431,7 +470,7 @@ class _ScoreAndRouteBatch(beam.DoFn):
         for spec in self._config.extra_scorers:
             scorer = load_extra_scorer(spec)
             scorer.setup()
-            self._extra.append((scorer, spec.weight))
+            self._extra.append((scorer, spec))
         self._label = detector_label(self._detector, self._extra)
         self._threshold = drop_threshold(self._config, self._detector)
         self._metrics = StageMetrics(STAGE)
@@ -444,6 +483,9 @@ class _ScoreAndRouteBatch(beam.DoFn):
             unreliable = sum(1 for s in scored if not s.reliable)
             if unreliable:
                 metrics.count("unreliable", unreliable)
+            extra_scored = sum(1 for s in scored if any(k.startswith(EXTRA_PREFIX) for k in s.signals))
+            if extra_scored:
+                metrics.count("extra_scored", extra_scored)
             above = sum(1 for s in scored if s.reliable and s.score > self._threshold)
             if above:
                 metrics.count("above_drop_threshold", above)

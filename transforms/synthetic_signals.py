@@ -21,7 +21,7 @@ import re
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Iterable, NamedTuple, Sequence
 
 MODELS_DIR = Path(__file__).parent / "models"
 LEAKAGE_FILE = "leakage_phrases.txt"
@@ -329,3 +329,27 @@ def text_signals(text: str, tokens: Tokens, lexicons: SignalLexicons) -> dict[st
         PARENS: text.count("(") * per_word,
         DASHES: (text.count("—") + text.count("–") + text.count(" - ")) * per_word,
     }
+
+
+# What the classifier may read of a text. "full": every token. "masked": function words and punctuation kept,
+# every other word replaced by a mark of its length -- the syntax and rhythm of the text without its topic, which
+# is what has to carry to generators and domains the classifier never saw.
+CLASSIFIER_VIEWS = ("full", "masked", "masked+full")
+_MASK_MARKS = tuple(f"w{n}" for n in range(13))
+
+
+def masked_tokens(tokens: Sequence[str]) -> list[str]:
+    keep = ENGLISH_FUNCTION_WORDS
+    return [t if t in keep or t in PUNCTUATION else _MASK_MARKS[min(len(t), 12)] for t in tokens]
+
+
+def classifier_view(classifier_input: str, view: str) -> str:
+    """The classifier's input under one of :data:`CLASSIFIER_VIEWS`."""
+    if view == "full":
+        return classifier_input
+    masked = " ".join(masked_tokens(classifier_input.split()))
+    if view == "masked":
+        return masked
+    if view == "masked+full":
+        return masked + " " + classifier_input
+    raise ValueError(f"unknown classifier view {view!r}; expected one of {CLASSIFIER_VIEWS}")
