@@ -75,7 +75,7 @@ def documents(output: Path, run_id: str) -> dict[str, list[str]]:
 
 def unlisted_files(output: Path, run_id: str) -> list[str]:
     manifest = json.loads((output / run_id / "manifest.json").read_text())
-    listed = {f["path"] for f in manifest["files"]} | {"manifest.json"}
+    listed = {f["path"] for f in manifest["files"]} | set(manifest["card"]) | {"manifest.json"}
     return sorted(p.relative_to(output / run_id).as_posix() for p in (output / run_id).rglob("*")
                   if p.is_file() and p.relative_to(output / run_id).as_posix() not in listed
                   and p.relative_to(output / run_id).parts[0] not in ("_stats", "report"))

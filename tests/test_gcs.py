@@ -180,7 +180,8 @@ def test_an_emulator_restart_mid_run_never_publishes_a_partial_snapshot(gcs):
     replaced = verify_published(gcs, root, "during")
     assert read_object(gcs, f"{root}/LATEST").decode().strip() == "during"
     assert train_doc_ids(gcs, root, "during", replaced) == train_doc_ids(gcs, root, "before", reference)
-    listed = {f"{root}/during/{f['path']}" for f in replaced["files"]}
+    listed = {f"{root}/during/{f['path']}" for f in replaced["files"]} | {
+        f"{root}/during/{name}" for name in replaced["card"]}  # the dataset card, listed with its checksums
     leftovers = [name for name in gcs.emulator.object_names() if name.startswith(f"{root}/during/")
                  and name not in listed and "/_stats/" not in name and "/report/" not in name
                  and not name.endswith("manifest.json")]
