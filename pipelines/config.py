@@ -24,7 +24,7 @@ from tailguard.transforms.langid import LanguageIdConfig
 from tailguard.transforms.rarity import RarityConfig
 from tailguard.transforms.settings import ConfigError
 from tailguard.transforms.sink import SinkConfig
-from tailguard.transforms.synthetic import SyntheticConfig
+from tailguard.transforms.synthetic import SyntheticConfig, shipped_drop_threshold
 
 
 @dataclass
@@ -41,6 +41,9 @@ class CurateConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def validate(self) -> None:
+        if self.anchors.max_synthetic_score is None:
+            self.anchors.max_synthetic_score = (self.synthetic.max_score if self.synthetic.max_score is not None
+                                                else shipped_drop_threshold(self.synthetic.models_path()))
         if self.anchors.enabled and self.anchors.min_share > 0 and not self.rarity.enabled:
             # The minimum anchor share is met by weighting; without weights nothing could enforce it.
             if self.anchors.enforce:

@@ -16,7 +16,9 @@ def write(tmp_path, text: str) -> str:
 
 
 def test_no_file_gives_the_defaults_and_the_demo_config_loads():
-    assert config_to_dict(load_config()) == config_to_dict(CurateConfig())
+    defaults = CurateConfig()
+    defaults.validate()  # resolves the defaults that depend on another section
+    assert config_to_dict(load_config()) == config_to_dict(defaults)
     demo = load_config(str(EXAMPLES / "curate.yaml"))
     assert demo.ingest.sources[0].name == "inaugural"
     assert demo.ingest.sources[0].tags == ["verified_human", "public_domain"]
@@ -67,3 +69,14 @@ def test_unreadable_and_invalid_yaml_files_are_config_errors(tmp_path):
 def test_config_hash_is_stable_and_changes_with_any_value():
     assert config_hash(load_config()) == config_hash(load_config())
     assert config_hash(load_config(None, ["ingest.min_chars=51"])) != config_hash(load_config())
+
+
+def test_the_anchor_override_threshold_follows_the_synthetic_drop_threshold():
+    from tailguard.transforms.synthetic import shipped_drop_threshold
+
+    assert load_config().anchors.max_synthetic_score == shipped_drop_threshold()
+    assert load_config(overrides=["synthetic.max_score=0.97"]).anchors.max_synthetic_score == 0.97
+    pinned = load_config(overrides=["synthetic.max_score=0.97", "anchors.max_synthetic_score=0.8"])
+    assert pinned.anchors.max_synthetic_score == 0.8
+    with pytest.raises(ConfigError, match="anchors.max_synthetic_score"):
+        load_config(overrides=["anchors.max_synthetic_score=1.5"])

@@ -158,7 +158,7 @@ def doc(i, **extra):
 
 
 def test_anchor_eligibility_rules():
-    config = AnchorsConfig()
+    config = AnchorsConfig(max_synthetic_score=0.94)
     assert anchor_eligibility(doc(1, source_tags=["verified_human"]), config) == (True,
                                                                                   "verified_source:verified_human")
     assert anchor_eligibility(doc(2, source_timestamp=YEAR_2000), config)[1].startswith("before_cutoff")
@@ -169,6 +169,8 @@ def test_anchor_eligibility_rules():
     assert anchor_eligibility(unreliable, config)[0] is True
     assert AnchorEligibility(config)(doc(6, source_tags=["verified_human"]))
     assert not AnchorEligibility(AnchorsConfig(enabled=False))(doc(6, source_tags=["verified_human"]))
+    # Unresolved (a config built in code, not loaded): provenance is never overruled.
+    assert anchor_eligibility(too_synthetic, AnchorsConfig())[0] is True
     with pytest.raises(ConfigError, match="cutoff"):
         AnchorsConfig(cutoff="yesterday").validate()
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 import apache_beam as beam
 
@@ -34,7 +34,11 @@ class AnchorsConfig:
     enabled: bool = True
     verified_tags: list[str] = field(default_factory=lambda: ["verified_human"])
     cutoff: str = "2022-11-30"
-    max_synthetic_score: float = 0.9
+    # Above this (reliable) synthetic score provenance is overruled. null = the synthetic stage's drop threshold
+    # (synthetic.max_score, else the detector's own, calibrated to <= 1 % of human text in every corpus and domain
+    # it was measured on), resolved when the config loads: one number says "confidently machine-written". A config
+    # built in code and never loaded keeps None, and then provenance is never overruled.
+    max_synthetic_score: Optional[float] = None
     holdout_fraction: float = 0.05
     min_share: float = 0.9  # measured to hold off collapse with margin (benchmarks/README.md, "Model collapse")
     enforce: bool = False
@@ -44,7 +48,8 @@ class AnchorsConfig:
             cutoff_micros(self.cutoff)
         except ValueError:
             raise ConfigError("cutoff", f"must be an ISO date such as 2022-11-30, got {self.cutoff!r}") from None
-        require_fraction(self.max_synthetic_score, "max_synthetic_score")
+        if self.max_synthetic_score is not None:
+            require_fraction(self.max_synthetic_score, "max_synthetic_score")
         require_fraction(self.holdout_fraction, "holdout_fraction", allow_one=False)
         require_fraction(self.min_share, "min_share", allow_one=False)
         require(all(isinstance(t, str) and t for t in self.verified_tags), "verified_tags", "must be non-empty tags")
@@ -69,7 +74,8 @@ def anchor_eligibility(doc: dict[str, Any], config: AnchorsConfig) -> tuple[bool
     else:
         return False, "no_human_provenance"
     score = doc.get("synthetic_score")
-    if score is not None and doc.get("synthetic_reliable", True) and score > config.max_synthetic_score:
+    limit = 1.0 if config.max_synthetic_score is None else config.max_synthetic_score
+    if score is not None and doc.get("synthetic_reliable", True) and score > limit:
         return False, f"synthetic_score {score:.3f} > max_synthetic_score {config.max_synthetic_score}"
     return True, why
 

@@ -340,6 +340,15 @@ def check_models(config: Any) -> None:
 # Pure policy and scoring
 
 
+def shipped_drop_threshold(model_dir: Path | str = MODELS_DIR) -> float:
+    """The drop threshold a detector build was calibrated with (its combiner file), without loading the model."""
+    path = Path(model_dir) / COMBINER_FILE
+    try:
+        return float(json.loads(path.read_text(encoding="utf-8"))["thresholds"]["drop"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError("synthetic.model_dir", f"cannot read the drop threshold from {path}: {e}") from None
+
+
 def drop_threshold(config: SyntheticConfig, detector: SyntheticDetector) -> float:
     return config.max_score if config.max_score is not None else detector.combiner.drop_threshold
 
