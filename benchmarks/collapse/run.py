@@ -549,7 +549,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--policies", default=",".join(POLICIES))
     parser.add_argument("--scenario", choices=SCENARIOS, default="standard",
                         help="standard: the crawl holds the model's samples; fresh: also fresh human text "
-                             f"({FRESH_SOURCE.name}, {FRESH_FRACTION:.0%} of the human budget per generation)")
+                             f"({FRESH_SOURCE.name}, {FRESH_FRACTION:.0%} of the human budget per generation)".replace("%", "%%"))
     parser.add_argument("--set", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                         help="tailguard config override for the tailguard policy (repeatable)")
     parser.add_argument("--variant", action="append", default=None, metavar="NAME:KEY=VALUE[;KEY=VALUE]",
