@@ -300,9 +300,8 @@ class _CountFn(beam.DoFn):
 
     def process(self, element):
         # A batch runner may process a whole partition as one bundle: counts are handed over every second too.
-        # The clock is read once per 64 elements, not per element: this DoFn sits on every stage's output.
         self._n += 1
-        if self._n & 63 == 0 and (self._n >= 1024 or time.monotonic() >= self._due):
+        if self._n >= 1000 or time.monotonic() >= self._due:
             self._flush()
             self._due = time.monotonic() + 1.0
 
